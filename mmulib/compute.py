@@ -38,6 +38,7 @@ from .rolecalc import (
     init_shadow_npt,
     init_tdp,
     page_role,
+    root_page_roles,
 )
 from .roles import CpuRole, Role
 
@@ -148,29 +149,23 @@ def _root_pages(
     tdp_mmu: bool,
 ) -> tuple[RootPage, ...]:
     """The pages ``mmu_alloc_direct_roots`` / ``mmu_alloc_shadow_roots`` would create."""
-    p = era.page
-    if direct:
-        kind = "tdp_mmu" if tdp_mmu else "direct"
-        if level >= 4:
-            return (RootPage(level, Role(p, page_role(era, ctx, level=level, direct=True)), 0,
-                             kind),)
-        # PAE-style direct root: four level-2 pages, each covering 1 GiB.
-        return tuple(
-            RootPage(2, Role(p, page_role(era, ctx, level=2, direct=True, gaddr=i << 30)),
-                     i << 18, "direct", "pae_root")
-            for i in range(4)
-        )
-    if guest_level >= 4:
-        return (RootPage(level, Role(p, page_role(era, ctx, level=level, direct=False)), gfn,
-                         "shadow"),)
+    roles = root_page_roles(era, ctx, level=level, direct=direct, guest_level=guest_level)
+    if len(roles) == 1:
+        lvl, word = roles[0]
+        kind = ("tdp_mmu" if tdp_mmu else "direct") if direct else "shadow"
+        return (RootPage(lvl, Role(era.page, word), 0 if direct else gfn, kind),)
     under = {3: "pae_root", 4: "pml4_root->pae_root", 5: "pml5_root->pml4_root->pae_root"}[
         max(level, 3)]
     pages = []
-    for i in range(4):
-        role = Role(p, page_role(era, ctx, level=2, direct=False, gaddr=i << 30))
-        # A PAE guest's four tables come from its PDPTEs (not modelled); a
-        # 2-level guest's single table is shadowed in four quadrants.
-        pages.append(RootPage(2, role, gfn if guest_level == 2 else None, "shadow", under))
+    for i, (lvl, word) in enumerate(roles):
+        if direct:
+            page_gfn: int | None = i << 18  # each level-2 page maps 1 GiB
+        else:
+            # A PAE guest's four tables come from its PDPTEs (guest memory, not
+            # modelled); a 2-level guest's one table is shadowed in four quadrants.
+            page_gfn = gfn if guest_level == 2 else None
+        pages.append(RootPage(lvl, Role(era.page, word), page_gfn,
+                              "direct" if direct else "shadow", under))
     return tuple(pages)
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "calc_root_page_role",
     "page_role",
     "guest_root_level",
+    "root_page_roles",
 ]
 
 # Access bits (arch/x86/kvm/mmu/spte.h; mmu.c before 5.x).
@@ -661,3 +662,23 @@ def page_role(era: Era, ctx: MmuState, *, level: int, direct: bool, gaddr: int =
     if p.has("passthrough") and level <= p.get(ctx.base, "level"):
         role = p.set(role, passthrough=0)
     return role
+
+
+def root_page_roles(
+    era: Era, ctx: MmuState, *, level: int, direct: bool, guest_level: int
+) -> tuple[tuple[int, int], ...]:
+    """(level, role word) of each page ``mmu_alloc_direct_roots``/``_shadow_roots`` creates.
+
+    One page at ``level`` when KVM's root is 4- or 5-level and either the map
+    is direct or the guest's own tables are 64-bit.  Otherwise four level-2
+    pages under ``pae_root`` (itself wrapped by ``pml4_root``/``pml5_root``
+    when KVM's root is deeper), one per GiB; for a 2-level guest they are the
+    four quadrants of its single table.
+    """
+    if level >= PT64_ROOT_4LEVEL and (direct or guest_level >= PT64_ROOT_4LEVEL):
+        return ((level, page_role(era, ctx, level=level, direct=direct)),)
+    return tuple(
+        (PT32_ROOT_LEVEL, page_role(era, ctx, level=PT32_ROOT_LEVEL, direct=direct,
+                                    gaddr=i << 30))
+        for i in range(4)
+    )
