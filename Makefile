@@ -1,0 +1,29 @@
+# The two commands of the README.  Both set up what is missing first (scripts/setup.sh).
+#   make lab    open JupyterLab on notebooks/00-start-here.ipynb (http://127.0.0.1 only)
+#   make test   ruff, then pytest over tests/ and the doctests in mmulib/
+# Extra arguments: make lab LAB_ARGS=--no-browser; make test PYTEST_ARGS="-k roles -x".
+
+VENV ?= .venv
+LAB_ARGS ?=
+PYTEST_ARGS ?=
+# Jupyter refuses to run as root unless told to; CI machines and fresh containers are root.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+
+.PHONY: lab test lint setup setup-test
+
+lab:
+	bash scripts/setup.sh lab
+	$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 $(ALLOW_ROOT) $(LAB_ARGS) \
+		notebooks/00-start-here.ipynb
+
+test: setup-test lint
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: setup-test
+	$(VENV)/bin/ruff check .
+
+setup-test:
+	bash scripts/setup.sh test
+
+setup:
+	bash scripts/setup.sh lab
