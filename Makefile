@@ -16,8 +16,12 @@ lab:
 	$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 $(ALLOW_ROOT) $(LAB_ARGS) \
 		notebooks/00-start-here.ipynb
 
-test: setup-test lint
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+# ruff and pytest both run; either failing fails the target (pytest's summary comes last).
+test: setup-test
+	@status=0; \
+	$(VENV)/bin/ruff check . || status=1; \
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS) || status=1; \
+	exit $$status
 
 lint: setup-test
 	$(VENV)/bin/ruff check .
