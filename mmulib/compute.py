@@ -42,7 +42,7 @@ from .rolecalc import (
 )
 from .roles import CpuRole, Role
 
-__all__ = ["RootPage", "RoleResult", "compute", "host_of", "inputs_of"]
+__all__ = ["RootPage", "RoleResult", "compute", "effective_guest_mode", "host_of", "inputs_of"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,7 @@ class RoleResult:
 
     request: Request
     era: Era
+    guest_mode: bool  # is_guest_mode(vcpu) at the init call
     context: str
     mmu: str
     walk_mmu: str
@@ -97,6 +98,7 @@ class RoleResult:
             "mmu": self.mmu,
             "walk_mmu": self.walk_mmu,
             "init": self.init,
+            "guest_mode": self.guest_mode,
             "cpu_side": self.era.cpu_side_name,
             key: self.cpu_role.to_json(),
             "root_role": None if self.root_role is None else self.root_role.to_json(),
@@ -108,10 +110,32 @@ class RoleResult:
         return out
 
 
+def effective_guest_mode(req: Request, era: Era) -> tuple[bool, str | None]:
+    """is_guest_mode(vcpu) at the init call, and a note when the kernel's flow decided it.
+
+    VMX calls ``enter_guest_mode`` before ``nested_ept_init_mmu_context``, so
+    the nested-EPT context is always built in guest mode.  SVM called
+    ``nested_svm_init_mmu_context`` before ``enter_guest_mode`` until 6.14
+    (Sean Christopherson's "Enter guest mode before initializing nested NPT
+    MMU"), so nested NPT roles had ``guest_mode = 0`` before 6.14.
+    """
+    if req.nested == "ept":
+        if req.guest_mode is False:
+            return True, "nested EPT is initialised after enter_guest_mode: guest_mode taken as 1"
+        return True, None
+    if req.nested == "npt" and req.guest_mode is None:
+        gm = era.version >= (6, 14)
+        return gm, (f"guest_mode {int(gm)} at the call: nested_svm_init_mmu_context runs "
+                    f"{'after' if gm else 'before'} enter_guest_mode in {era.name}")
+    if req.context == "nested_mmu" and req.guest_mode is None:
+        return True, None
+    return bool(req.guest_mode), None
+
+
 def inputs_of(req: Request, *, guest_mode: bool | None = None) -> Inputs:
     return Inputs(
         cr0=req.cr0, cr4=req.cr4, efer=req.efer, smm=req.smm,
-        guest_mode=req.guest_mode if guest_mode is None else guest_mode,
+        guest_mode=bool(req.guest_mode) if guest_mode is None else guest_mode,
         maxphyaddr=req.maxphyaddr,
     )
 
@@ -195,14 +219,17 @@ def compute(req: Request) -> RoleResult:
     warnings: list[str] = []
     extra_roles: dict[str, int] = {}
     prefix = "kvm_init_mmu" if era.version >= (4, 19) else "init_kvm_mmu"
+    gm, gm_note = effective_guest_mode(req, era)
+    if gm_note:
+        notes.append(gm_note)
 
     root = MmuState(l1_name)
     if req.context == "nested_mmu":
-        ctx, rec = init_nested_mmu(era, MmuState("nested_mmu"), inputs_of(req))
+        ctx, rec = init_nested_mmu(era, MmuState("nested_mmu"), inputs_of(req, guest_mode=gm))
         context, mmu, walk = "nested_mmu", ("guest_mmu" if split else "mmu"), "nested_mmu"
         init = f"{prefix} -> init_kvm_nested_mmu"
     elif req.nested is None:
-        inp = inputs_of(req)
+        inp = inputs_of(req, guest_mode=gm)
         if req.tdp == "none":
             ctx, rec = init_shadow(era, root, inp)
             init = f"{prefix} -> init_kvm_softmmu -> kvm_init_shadow_mmu"
@@ -223,25 +250,23 @@ def compute(req: Request) -> RoleResult:
                 accessed_dirty=req.nested_ept_ad, level=req.nested_ept_level,
             )
             init = "nested_ept_init_mmu_context -> kvm_init_shadow_ept_mmu"
-            if not req.guest_mode:
-                notes.append("nested EPT is set up while entering L2: guest_mode taken as 1")
         else:
             cr0, cr4, efer = req.l2_regs
-            live = Inputs(cr0=cr0, cr4=cr4, efer=efer, smm=req.smm, guest_mode=req.guest_mode,
+            live = Inputs(cr0=cr0, cr4=cr4, efer=efer, smm=req.smm, guest_mode=gm,
                           maxphyaddr=req.maxphyaddr)
-            ctx, rec = init_shadow_npt(era, gctx, host, inputs_of(req), live)
+            ctx, rec = init_shadow_npt(era, gctx, host, inputs_of(req, guest_mode=gm), live)
             init = f"nested_svm_init_mmu_context -> {rec.function}"
         context, mmu, walk = ("guest_mmu" if split else "mmu"), ("guest_mmu" if split else "mmu"), \
             "nested_mmu"
     warnings.extend(rec.warnings)
     if rec.new_pgd_role is not None:
         extra_roles["new_pgd_role"] = rec.new_pgd_role
-    return _result(req, era, ctx, rec, context, mmu, walk, init, tdp_mmu, warnings, notes,
+    return _result(req, era, gm, ctx, rec, context, mmu, walk, init, tdp_mmu, warnings, notes,
                    extra_roles)
 
 
 def _result(
-    req: Request, era: Era, ctx: MmuState, rec: InitRecord, context: str, mmu: str, walk: str,
+    req: Request, era: Era, gm: bool, ctx: MmuState, rec: InitRecord, context: str, mmu: str, walk: str,
     init: str, tdp_mmu: bool, warnings: list[str], notes: list[str], extra_roles: dict[str, int],
 ) -> RoleResult:
     p = era.page
@@ -250,7 +275,7 @@ def _result(
     extra = _extra(era, ctx)
     extra.update(extra_roles)
     if context == "nested_mmu":
-        return RoleResult(req, era, context, mmu, walk, init, rec.reinit, cpu, None, (), extra,
+        return RoleResult(req, era, gm, context, mmu, walk, init, rec.reinit, cpu, None, (), extra,
                           tuple(warnings), tuple(notes))
     if era.has_cpu_role:
         level = p.get(ctx.root_role, "level")
@@ -269,5 +294,5 @@ def _result(
         gfn = (req.cr3 & ((1 << 52) - 1)) >> 12
     pages = _root_pages(era, ctx, level=level, direct=direct, guest_level=guest_level, gfn=gfn,
                         tdp_mmu=tdp_mmu and context == "root_mmu")
-    return RoleResult(req, era, context, mmu, walk, init, rec.reinit, cpu, Role(p, root_word),
+    return RoleResult(req, era, gm, context, mmu, walk, init, rec.reinit, cpu, Role(p, root_word),
                       pages, extra, tuple(warnings), tuple(notes))

@@ -78,6 +78,7 @@ class Layout:
         self.fields: tuple[Field, ...] = tuple(fields)
         self.used_bits = offset
         self._by_name = {f.name: f for f in fields if not f.is_padding}
+        self._spec = {f.name: (f.offset, f.width, f.mask) for f in fields if not f.is_padding}
 
     def __repr__(self) -> str:
         return f"Layout({self.c_name!r}, {[f.name for f in self.named_fields]})"
@@ -113,24 +114,32 @@ class Layout:
     def pack(self, **values: int) -> int:
         """Pack named field values into a word; unknown names and overflows raise."""
         word = 0
+        spec = self._spec
         for name, value in values.items():
-            f = self.field(name)
+            if name not in spec:
+                self.field(name)  # raises LayoutError naming the known fields
+            offset, width, _ = spec[name]
             v = int(value)
-            if v < 0 or v >> f.width:
+            if v < 0 or v >> width:
                 raise LayoutError(
-                    f"{self.c_name}.{name} is {f.width} bit(s) wide; {v} does not fit"
+                    f"{self.c_name}.{name} is {width} bit(s) wide; {v} does not fit"
                 )
-            word |= v << f.offset
+            word |= v << offset
         return word
 
     def get(self, word: int, name: str) -> int:
-        f = self.field(name)
-        return (word >> f.offset) & ((1 << f.width) - 1)
+        if name not in self._spec:
+            self.field(name)
+        offset, width, _ = self._spec[name]
+        return (word >> offset) & ((1 << width) - 1)
 
     def set(self, word: int, **values: int) -> int:
         """Return ``word`` with the named fields replaced."""
+        spec = self._spec
         for name in values:
-            word &= ~self.field(name).mask
+            if name not in spec:
+                self.field(name)
+            word &= ~spec[name][2]
         return word | self.pack(**values)
 
     def unpack(self, word: int) -> dict[str, int]:

@@ -72,7 +72,10 @@ class Request:
     efer: int
     cr3: int = 0
     smm: bool = False
-    guest_mode: bool = False
+    # None: as the kernel's own flow has it at the init call (False for L1,
+    # True for nested EPT and the nested_mmu walker, for nested NPT False
+    # before 6.14 and True from 6.14).
+    guest_mode: bool | None = None
     tdp_mmu: bool | None = None  # None: the era's default (off before 5.15)
     ept_ad: bool = True
     max_tdp_level: int = 4
@@ -153,9 +156,9 @@ class Request:
                 out[key] = str(value)
             elif key in ("tdp", "nested", "context"):
                 out[key] = None if value in (None, "", "null", "none") and key != "tdp" else value
-            elif key in ("smm", "guest_mode", "ept_ad", "host_la57", "execonly", "nested_ept_ad"):
+            elif key in ("smm", "ept_ad", "host_la57", "execonly", "nested_ept_ad"):
                 out[key] = _parse_bool(value, key)
-            elif key == "tdp_mmu":
+            elif key in ("tdp_mmu", "guest_mode"):
                 out[key] = None if value is None else _parse_bool(value, key)
             elif key in ("l2_cr0", "l2_cr4", "l2_efer"):
                 out[key] = None if value is None else parse_int(value, key)

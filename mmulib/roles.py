@@ -188,12 +188,18 @@ def decode(word: int, kernel: str | Era, ext: int | None = None) -> tuple[Era, R
     (4, 1, 1, 1)
     """
     era = resolve(kernel)
-    base = Role(era.page, word)
+    try:
+        base = Role(era.page, word)
+    except LayoutError as exc:
+        raise LayoutError(f"{exc} (era {era.name})") from None
     ext_role = None
     if ext is not None:
         if era.ext is None:
             raise LayoutError(
                 f"era {era.name} has no kvm_mmu_extended_role (it was added in 4.20)"
             )
-        ext_role = Role(era.ext, ext)
+        try:
+            ext_role = Role(era.ext, ext)
+        except LayoutError as exc:
+            raise LayoutError(f"{exc} (era {era.name})") from None
     return era, base, ext_role
