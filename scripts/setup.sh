@@ -57,7 +57,7 @@ venv_ok() {
 if ! venv_ok; then
   rm -rf "$venv"
   say "creating $venv with $python ($pyver)"
-  if ! "$python" -m venv "$venv" 2>/dev/null; then
+  if ! "$python" -m venv "$venv" >/dev/null 2>&1; then
     # Debian's python3 ships venv without ensurepip; that lives in python3.X-venv.
     rm -rf "$venv"
     apt_install "python$pyver-venv" ||
