@@ -185,7 +185,7 @@ KVM_MMU_CR4_ROLE_BITS = (X86_CR4_PSE | X86_CR4_PAE | X86_CR4_LA57 | X86_CR4_SMEP
                          | X86_CR4_SMAP | X86_CR4_PKE)
 """arch/x86/kvm/mmu.h, 5.17-rc5 ... 6.19 (5.15.55 also has PGE)."""
 KVM_MMU_EFER_ROLE_BITS = EFER_LME | EFER_NX
-"""arch/x86/kvm/mmu.h, 5.15.55 and 5.18.12 ... 6.19 (4.18 ... 5.10 and 5.17-rc5: NX only)."""
+"""arch/x86/kvm/mmu.h, 5.18 ... 6.19 (4.18 ... 5.17: NX only; 5.15.y stable got LME later)."""
 
 _CR4_ROLE_4_18 = (X86_CR4_PGE | X86_CR4_PSE | X86_CR4_PAE | X86_CR4_SMEP | X86_CR4_SMAP
                   | X86_CR4_PKE)
@@ -194,8 +194,11 @@ ROLE_BITS_BY_ERA: dict[str, dict[str, int]] = {
     "4.19": {"CR0": KVM_MMU_CR0_ROLE_BITS, "CR4": _CR4_ROLE_4_18, "EFER": EFER_NX},
     "4.20": {"CR0": KVM_MMU_CR0_ROLE_BITS, "CR4": _CR4_ROLE_4_18, "EFER": EFER_NX},
     "5.10": {"CR0": KVM_MMU_CR0_ROLE_BITS, "CR4": _CR4_ROLE_4_18, "EFER": EFER_NX},
+    # 5.15.0 mainline resets on EFER.NX only; the LME half arrived in 5.18
+    # ("Reinitialize context if host userspace toggles EFER.LME") and was
+    # backported to 5.15.y stable (present in 5.15.55).  mmulib models mainline.
     "5.15": {"CR0": KVM_MMU_CR0_ROLE_BITS, "CR4": _CR4_ROLE_4_18 | X86_CR4_LA57,
-             "EFER": KVM_MMU_EFER_ROLE_BITS},
+             "EFER": EFER_NX},
     "5.17": {"CR0": KVM_MMU_CR0_ROLE_BITS, "CR4": KVM_MMU_CR4_ROLE_BITS, "EFER": EFER_NX},
     "5.18": {"CR0": KVM_MMU_CR0_ROLE_BITS, "CR4": KVM_MMU_CR4_ROLE_BITS,
              "EFER": KVM_MMU_EFER_ROLE_BITS},
@@ -211,10 +214,10 @@ ROLE_BITS_BY_ERA: dict[str, dict[str, int]] = {
 """Era name -> register -> the bits whose change triggers ``kvm_mmu_reset_context``.
 
 Read from each era's tree (``kvm_set_cr0``/``kvm_post_set_cr0``, ``kvm_set_cr4``/
-``kvm_post_set_cr4``, ``set_efer`` in arch/x86/kvm/x86.c and the masks in mmu.h).  The eras
-are the trees mmulib models, so 5.15 means v5.15.55: that stable release already carries
-"Reinitialize context if host userspace toggles EFER.LME" (LME|NX) and keeps PGE next to
-LA57 in ``KVM_MMU_CR4_ROLE_BITS``, while the 5.17-rc5 tree still tests NX alone.
+``kvm_post_set_cr4``, ``set_efer`` in arch/x86/kvm/x86.c and the masks in mmu.h).  5.15 is
+mainline v5.15.0: EFER.NX only, and PGE kept next to LA57 in ``KVM_MMU_CR4_ROLE_BITS``.
+The stable tree v5.15.55 also carries the 5.18 fix "Reinitialize context if host userspace
+toggles EFER.LME" (LME|NX); mmulib follows mainline.
 """
 
 
