@@ -42,7 +42,9 @@ from .rolecalc import (
 )
 from .roles import CpuRole, Role
 
-__all__ = ["RootPage", "RoleResult", "compute", "effective_guest_mode", "host_of", "inputs_of"]
+__all__ = [
+    "RootPage", "RoleResult", "compute", "effective_guest_mode", "host_of", "inputs_of",
+]
 
 
 @dataclass(frozen=True)
@@ -266,8 +268,9 @@ def compute(req: Request) -> RoleResult:
 
 
 def _result(
-    req: Request, era: Era, gm: bool, ctx: MmuState, rec: InitRecord, context: str, mmu: str, walk: str,
-    init: str, tdp_mmu: bool, warnings: list[str], notes: list[str], extra_roles: dict[str, int],
+    req: Request, era: Era, gm: bool, ctx: MmuState, rec: InitRecord, context: str, mmu: str,
+    walk: str, init: str, tdp_mmu: bool, warnings: list[str], notes: list[str],
+    extra_roles: dict[str, int],
 ) -> RoleResult:
     p = era.page
     ext = Role(era.ext, ctx.ext) if era.ext is not None else None

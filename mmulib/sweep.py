@@ -43,7 +43,10 @@ from .rolecalc import (
     root_page_roles,
 )
 
-__all__ = ["canonical_fields", "Config", "CONFIGS", "Difference", "ConfigReport", "SweepReport", "sweep", "states"]
+__all__ = [
+    "canonical_fields", "Config", "CONFIGS", "Difference", "ConfigReport", "SweepReport",
+    "sweep", "states",
+]
 
 _CR0_PE_ET = 0x11
 _CR0_PG, _CR0_WP = 1 << 31, 1 << 16
