@@ -149,11 +149,12 @@ def regs(mode: str, wp: bool = True, smep: bool = False, smap: bool = False, nx:
 
 
 def run(kernel: str, tdp: str, mode: str = "64bit", *, wp: bool = True, smep: bool = False,
-        smap: bool = False, nx: bool = True, extra_cr4: int = 0, **kw):
+        smap: bool = False, nx: bool = True, extra_cr4: int = 0, efer_extra: int = 0, **kw):
     """compute() for one era and guest state; keyword arguments go to Request."""
     kw.setdefault("cr3", 0x1000)
-    return compute(Request(kernel=kernel, tdp=tdp,
-                           **regs(mode, wp, smep, smap, nx, extra_cr4), **kw))
+    state = regs(mode, wp, smep, smap, nx, extra_cr4)
+    state["efer"] |= efer_extra
+    return compute(Request(kernel=kernel, tdp=tdp, **state, **kw))
 
 
 def word(role) -> int:

@@ -105,8 +105,9 @@ def test_nested_ept_guest_mmu(kernel, nested_ad, execonly, smm):
         assert r.cpu_role.ext.word == EXT_5_15.VALID | on(execonly, EXT_5_15.EXECONLY)
         assert r.root_role.word == word
     else:
-        # 5.19+ kvm_calc_shadow_ept_root_page_role: role = 0 (WARN_ON_ONCE(is_smm) and no
-        # smm bit), level, ad_disabled, guest_mode, access; root_role = the same base word.
+        # 5.19+ kvm_calc_shadow_ept_root_page_role: starts from an all-zero role, warns once
+        # when in SMM and never sets the smm bit; sets level, ad_disabled, guest_mode,
+        # access; root_role = the same base word.
         word = lvl | ad | GUEST_MODE | ACC_ALL
         assert r.cpu_role.base.word == word
         assert r.cpu_role.ext.word == EXT_5_19.VALID | on(execonly, EXT_5_19.EXECONLY)
@@ -116,6 +117,11 @@ def test_nested_ept_guest_mmu(kernel, nested_ad, execonly, smm):
         assert (r.context, r.mmu, r.walk_mmu) == ("guest_mmu", "guest_mmu", "nested_mmu")
     if kernel not in E_5_19:
         assert r.warnings == ()
+        # kvm_init_shadow_ept_mmu (4.18-5.18): ept_ad = accessed_dirty, direct_map = false,
+        # root_level = shadow_root_level = the EPT level
+        assert r.extra["ept_ad"] == int(nested_ad)
+        assert r.extra["direct_map"] == 0
+        assert (r.extra["root_level"], r.extra["shadow_root_level"]) == (lvl, lvl)
     # the root shadows L1's EPT table at EPTP: one page at the EPT level
     assert [(p.level, p.gfn) for p in r.root_pages] == [(lvl, EPTP >> 12)]
     assert r.root_pages[0].role.word == r.root_role.word

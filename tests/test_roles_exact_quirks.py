@@ -30,6 +30,7 @@ from test_roles_exact import (
     GPTE_IS_8_BYTES,
     GUEST_MODE,
     HAS_4_BYTE_GPTE,
+    IS_MIRROR,
     MMU_BASE_ROLE_MASK,
     MODES,
     NX,
@@ -123,7 +124,7 @@ def test_tdp_root_role_nx_wp(kernel, tdp, wp, nx):
         # init_kvm_tdp_mmu (4.18) / kvm_calc_tdp_mmu_root_page_role (4.19): no such fields set
         assert nxwp == 0
     elif kernel in E_5_19:
-        # 5.19+ kvm_calc_tdp_mmu_root_page_role: role.cr0_wp = role.efer_nx = true
+        # 5.19+ kvm_calc_tdp_mmu_root_page_role: both bits forced to 1
         assert nxwp == NX | WP
     else:
         # 4.20 .. 5.18 kvm_calc_mmu_role_common: nxe/efer_nx = EFER.NX, cr0_wp = CR0.WP
@@ -206,13 +207,13 @@ def test_nested_ept_marker_and_smm(kernel):
     marker = r.root_role.word & (WP | SMAP_ANDNOT_WP)
     smm = r.root_role.word & SMM
     if kernel == "5.10":
-        # kvm_calc_shadow_ept_root_page_role 5.10: "WP=1 and NOT_WP=1" marks shadow EPT,
-        # whatever L1's CR0.WP (0 here)
+        # kvm_calc_shadow_ept_root_page_role 5.10 tags shadow-EPT pages with cr0_wp and
+        # smap_andnot_wp both set, a pair no CPU mode produces, whatever L1's CR0.WP (0 here)
         assert marker == WP | SMAP_ANDNOT_WP
     else:
         assert marker == 0
     if kernel in E_5_19:
-        # 5.19+: WARN_ON_ONCE(is_smm(vcpu)); the role is built from 0 and never gets smm
+        # 5.19+: a one-time warning when in SMM; the role starts from 0 and never gets smm
         assert smm == 0
         assert len(r.warnings) >= 1
     else:
@@ -272,6 +273,37 @@ def test_5_10_nested_npt_guest_mode_as_requested(guest_mode):
     # enter_guest_mode (nested_prepare_vmcb_control), so 0 is what real L2 entries see.
     r = run("5.10", "npt", "64bit", nested="npt", nested_cr3=NCR3, guest_mode=guest_mode)
     assert r.root_role.word & GUEST_MODE == on(guest_mode, GUEST_MODE)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "model bug (reported): for 4.18-4.20 nested NPT, compute() builds the role from l2_cr0/"
+    "l2_cr4/l2_efer; the kernel computes it before L2's state is loaded"))
+@pytest.mark.parametrize("kernel", ["4.18", "4.19", "4.20"])
+def test_nested_npt_4x_uses_l1_registers_not_l2(kernel):
+    # 4.18-4.20 enter_svm_guest_mode: nested_svm_init_mmu_context -> kvm_init_shadow_mmu runs
+    # *before* the svm_set_efer/cr0/cr4 calls that install vmcb12's (L2's) values, so
+    # the live registers it reads are still L1's (the request's cr0/cr4/efer), never l2_*.
+    l1 = regs("64bit", wp=False, smep=True, nx=True)
+    r = compute_l1_l2(kernel, l1, L2_PAE)
+    # kvm_init_shadow_mmu / kvm_calc_shadow_mmu_root_page_role on L1: nxe, cr4_pae, cr0_wp = 0,
+    # smep_andnot_wp = SMEP && !WP; paging64_init_context (L1 long mode) -> root_level 4
+    base = NX | CR4_PAE | SMEP_ANDNOT_WP
+    assert r.cpu_role.base.word == base
+    assert r.extra["root_level"] == PT64_ROOT_4LEVEL
+    # shadow_root_level = get_npt_level = 4; direct_map = false
+    assert r.root_role.word == base | PT64_ROOT_4LEVEL | ACC_ALL
+    if kernel == "4.20":
+        E = EXT_4_20  # kvm_calc_mmu_role_ext on L1's CR0/CR4
+        assert r.cpu_role.ext.word == E.VALID | E.CR0_PG | E.CR4_PSE | E.CR4_SMEP
+    assert [(p.level, p.gfn) for p in r.root_pages] == [(PT64_ROOT_4LEVEL, NCR3 >> 12)]
+
+
+@pytest.mark.parametrize("kernel", ["4.18", "4.19", "4.20", "5.10"])
+def test_nested_npt_level_4_on_la57_host_before_5_15(kernel):
+    # get_npt_level (4.x) / get_max_npt_level (5.10) ignore the host's paging depth.
+    r = run(kernel, "npt", "64bit", nested="npt", nested_cr3=NCR3, host_la57=True)
+    assert r.root_role.level == PT64_ROOT_4LEVEL
+    assert [(p.level, p.gfn) for p in r.root_pages] == [(PT64_ROOT_4LEVEL, NCR3 >> 12)]
 
 
 @pytest.mark.parametrize("kernel", ["5.15", "5.17", "5.18", "5.19", "6.4"])
@@ -414,7 +446,7 @@ def test_nested_npt_guest_mode_before_6_14(kernel):
 @pytest.mark.parametrize("kernel", ["5.19", "6.4"])
 def test_nested_npt_guest_mode_is_read_live_before_6_14(kernel):
     # kvm_calc_cpu_role reads is_guest_mode(vcpu): asked with guest_mode=1, the bit is there
-    # and nothing warns (the 6.14 WARN_ON_ONCE does not exist yet).
+    # and nothing warns (the 6.14 guest_mode warning does not exist yet).
     r = run(kernel, "npt", "64bit", nested="npt", nested_cr3=NCR3, guest_mode=True)
     assert r.root_role.guest_mode == 1
     assert r.warnings == ()
@@ -427,8 +459,8 @@ def test_nested_npt_guest_mode_from_6_14(kernel):
     # cr0_wp = 0: SVM passes CR0 = PG only; efer_nx = L1's EFER.NX (not forced for NPT)
     assert r.root_role.word == ACC_ALL | NX | PT64_ROOT_4LEVEL | GUEST_MODE
     assert r.warnings == ()
-    # kvm_init_shadow_npt_mmu: WARN_ON_ONCE(cpu_role.base.direct || !cpu_role.base.guest_mode)
-    # fires, and the role (read from is_guest_mode) has guest_mode = 0
+    # kvm_init_shadow_npt_mmu 6.14+: the one-time warning for a direct or non-guest-mode
+    # cpu_role fires, and the role (read from is_guest_mode) has guest_mode = 0
     r0 = run(kernel, "npt", "64bit", nested="npt", nested_cr3=NCR3, guest_mode=False)
     assert len(r0.warnings) >= 1
     assert r0.root_role.word == ACC_ALL | NX | PT64_ROOT_4LEVEL
@@ -465,3 +497,18 @@ def test_4_20_nested_npt_la57_l1_root_level_5_shadow_root_level_4():
     r = run("4.20", "npt", "la57", wp=True, nx=True, nested="npt", nested_cr3=NCR3)
     assert (r.extra["root_level"], r.extra["shadow_root_level"]) == (5, 4)
     assert r.root_role.word == NX | CR4_PAE | WP | PT64_ROOT_4LEVEL | ACC_ALL
+
+
+# 21. is_mirror (6.14+) is never set by the role computation ---------------------------------
+
+
+@pytest.mark.parametrize("tdp", ["ept", "npt", "none"])
+@pytest.mark.parametrize("kernel", ["6.14", "6.18"])
+def test_is_mirror_never_computed(kernel, tdp):
+    # Only kvm_tdp_mmu_alloc_root(vcpu, mirror=true) sets it, for TDX VMs (mirrored TDP);
+    # kvm_calc_tdp_mmu_root_page_role / kvm_init_shadow_mmu leave bit 19 at 0.
+    r = run(kernel, tdp, "64bit")
+    assert "is_mirror" in r.root_role.fields
+    assert r.root_role.word & IS_MIRROR == 0
+    assert all(p.role.word & IS_MIRROR == 0 for p in r.root_pages)
+    assert len(r.root_pages) == 1  # no mirror root next to the normal one

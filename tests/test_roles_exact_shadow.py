@@ -15,6 +15,7 @@ from test_roles_exact import (
     ACC_ALL,
     CR4_PAE,
     DIRECT,
+    EFER_LME,
     ERAS,
     EXT_4_20,
     EXT_5_10,
@@ -34,6 +35,8 @@ from test_roles_exact import (
     SMEP_ANDNOT_WP,
     SMM,
     WP,
+    X86_CR4_PAE,
+    X86_CR4_PSE,
     on,
     run,
 )
@@ -265,3 +268,37 @@ def test_shadow_5_level_guest(kernel):
     assert r.root_role.word == root
     assert [(p.level, p.gfn, p.role.word) for p in r.root_pages] == [
         (PT64_ROOT_5LEVEL, CR3 >> 12, root)]
+
+
+# Paging off with CR4.PAE=1 and EFER.LME=1 (the middle of the switch to long mode): the bit-4
+# field comes from CR4.PAE in the role of some eras, while direct (non-paging) pages force it.
+
+@pytest.mark.parametrize("tdp", ["none", "ept"])
+@pytest.mark.parametrize("kernel", ERAS)
+def test_nonpaging_with_pae_and_lme_direct_page_forcing(kernel, tdp):
+    r = run(kernel, tdp, "nonpaging", wp=True, nx=True, extra_cr4=X86_CR4_PAE | X86_CR4_PSE,
+            efer_extra=EFER_LME)
+    lvl = PT32E_ROOT_LEVEL if tdp == "none" else PT64_ROOT_4LEVEL  # shadow PAE root / EPT
+    if kernel in ("4.18", "4.19", "4.20"):
+        # raw nxe, cr4_pae, cr0_wp in the stored role; kvm_mmu_get_page: cr4_pae = 0 if direct
+        cpu = (NX | CR4_PAE | WP) if (tdp == "none" or kernel == "4.20") else 0
+        root = (cpu & ~CR4_PAE) | lvl | DIRECT | ACC_ALL
+    elif kernel == "5.10":
+        # raw nxe/cr0_wp, gpte_is_8_bytes = CR4.PAE (shadow) or 1 (TDP); direct pages force 1
+        cpu = ACC_ALL | NX | WP | GPTE_IS_8_BYTES | DIRECT | lvl
+        root = cpu
+    elif kernel == "5.15":
+        # PG=0: no efer_nx/cr0_wp; shadow gpte_is_8_bytes = PG && PAE = 0, TDP role sets 1;
+        # kvm_mmu_get_page 5.15 forces 1 on direct pages
+        cpu = ACC_ALL | DIRECT | lvl | (0 if tdp == "none" else GPTE_IS_8_BYTES)
+        root = cpu | GPTE_IS_8_BYTES
+    elif kernel in ("5.17", "5.18"):
+        cpu = ACC_ALL | DIRECT | lvl  # has_4_byte_gpte = PG && !PAE = 0; nothing forced
+        root = cpu
+    else:
+        cpu = ACC_ALL | DIRECT  # kvm_calc_cpu_role, PG=0
+        # shadow: level max(0, 3) and efer_nx forced; TDP: cr0_wp and efer_nx forced
+        root = cpu | lvl | NX | (WP if tdp == "ept" else 0)
+    assert r.cpu_role.base.word == cpu
+    assert r.root_role.word == root
+    assert all(p.role.word == (root & ~0xF) | p.level for p in r.root_pages)
