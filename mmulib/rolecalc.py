@@ -27,6 +27,7 @@ Era differences in one place (details at each function):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 from .eras import Era
@@ -664,6 +665,7 @@ def page_role(era: Era, ctx: MmuState, *, level: int, direct: bool, gaddr: int =
     return role
 
 
+@functools.lru_cache(maxsize=4096)
 def root_page_roles(
     era: Era, ctx: MmuState, *, level: int, direct: bool, guest_level: int
 ) -> tuple[tuple[int, int], ...]:

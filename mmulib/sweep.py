@@ -120,12 +120,21 @@ class Outcome:
     root_pages: tuple[tuple[int, int], ...]  # (level, role word) per page
 
 
-def _outcome(era: Era, cfg: Config, cr0: int, cr4: int, efer: int, smm: bool,
+# L1's root_mmu init is the same for every nested configuration of one host; the
+# functions are pure, so the sweep may reuse their results.
+_init_tdp_cached = functools.lru_cache(maxsize=1 << 15)(init_tdp)
+
+
+def _host(cfg: Config) -> Host:
+    p = cfg.params
+    return Host(tdp=p["tdp"], ept_ad=p.get("ept_ad", True),
+                max_tdp_level=p.get("max_tdp_level", 4), host_la57=p.get("host_la57", False))
+
+
+def _outcome(era: Era, cfg: Config, host: Host, cr0: int, cr4: int, efer: int, smm: bool,
              gm: bool) -> Outcome:
     """Lean version of :func:`mmulib.compute.compute` for the sweep's inner loop."""
     p = cfg.params
-    host = Host(tdp=p["tdp"], ept_ad=p.get("ept_ad", True),
-                max_tdp_level=p.get("max_tdp_level", 4), host_la57=p.get("host_la57", False))
     inp = Inputs(cr0, cr4, efer, smm, gm, p.get("maxphyaddr", 48))
     split = era.split_contexts
     if p.get("context") == "nested_mmu":
@@ -138,7 +147,7 @@ def _outcome(era: Era, cfg: Config, cr0: int, cr4: int, efer: int, smm: bool,
         else:
             ctx, _ = init_tdp(era, MmuState("root_mmu"), host, inp)
     else:
-        l1, _ = init_tdp(era, MmuState("root_mmu"), host,
+        l1, _ = _init_tdp_cached(era, MmuState("root_mmu"), host,
                          Inputs(cr0, cr4, efer, smm, False, inp.maxphyaddr))
         g = MmuState("guest_mmu") if split else l1
         if nested == "ept":
@@ -359,8 +368,9 @@ def sweep(era_from: str, era_to: str, *, max_examples: int = 5) -> SweepReport:
             continue  # 5-level nested EPT does not exist before 5.10
         rep = ConfigReport(cfg.name, len(sts))
         ka, kb = [], []
+        host = _host(cfg)
         for st in sts:
-            oa, ob = _outcome(ea, cfg, *st), _outcome(eb, cfg, *st)
+            oa, ob = _outcome(ea, cfg, host, *st), _outcome(eb, cfg, host, *st)
             ka.append(oa.key)
             kb.append(ob.key)
             if not _pages_equal(ea, eb, oa.root_pages, ob.root_pages):
