@@ -165,8 +165,11 @@ def test_ci_runs_the_readme_test_command():
     assert re.search(r"^make test$", text, re.M)
 
 
-def test_lab_binds_to_localhost_only():
-    assert "--ServerApp.ip=127.0.0.1" in (ROOT / "Makefile").read_text()
+def test_lab_binds_to_localhost_and_opens_an_existing_notebook():
+    makefile = (ROOT / "Makefile").read_text()
+    assert "--ServerApp.ip=127.0.0.1" in makefile
+    path = re.search(r"--LabApp\.default_url=/lab/tree/(\S+)", makefile).group(1)
+    assert (ROOT / path).is_file()
 
 
 def test_console_script_points_at_a_function():
