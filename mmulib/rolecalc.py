@@ -464,7 +464,8 @@ def init_shadow_npt(
     call; ``live`` holds what the vCPU registers contain at that moment (L2's
     state in 5.10, which reads them instead of the arguments).
 
-    * 4.18-4.20: ``kvm_init_shadow_mmu`` on the vCPU registers, then
+    * 4.18-4.20: ``kvm_init_shadow_mmu`` on the vCPU registers, which still
+      hold L1's state (its real CR0, WP included), then
       ``shadow_root_level = get_npt_level`` (4).
     * 5.10: ``kvm_calc_shadow_npt_root_page_role`` reads the live registers;
       the paging helper then overwrites ``shadow_root_level`` with the guest level.
@@ -475,7 +476,10 @@ def init_shadow_npt(
     fn = "kvm_init_shadow_npt_mmu" if era.version >= (5, 10) else "kvm_init_shadow_mmu"
     level = tdp_level(era, host, live)
     if era.version < (5, 10):
-        new, rec = init_shadow(era, ctx, live)
+        # enter_svm_guest_mode runs the MMU init before svm_set_efer/cr0/cr4 load
+        # vmcb12's state, so the "live" registers kvm_init_shadow_mmu reads are
+        # still L1's (its real CR0, WP included).
+        new, rec = init_shadow(era, ctx, l1)
         new = replace(new, shadow_root_level=PT64_ROOT_4LEVEL)
         return new, InitRecord(fn, rec.reinit)
     regs = Inputs(

@@ -275,9 +275,6 @@ def test_5_10_nested_npt_guest_mode_as_requested(guest_mode):
     assert r.root_role.word & GUEST_MODE == on(guest_mode, GUEST_MODE)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "model bug (reported): for 4.18-4.20 nested NPT, compute() builds the role from l2_cr0/"
-    "l2_cr4/l2_efer; the kernel computes it before L2's state is loaded"))
 @pytest.mark.parametrize("kernel", ["4.18", "4.19", "4.20"])
 def test_nested_npt_4x_uses_l1_registers_not_l2(kernel):
     # 4.18-4.20 enter_svm_guest_mode: nested_svm_init_mmu_context -> kvm_init_shadow_mmu runs
