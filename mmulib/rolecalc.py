@@ -49,6 +49,8 @@ __all__ = [
     "page_role",
     "guest_root_level",
     "root_page_roles",
+    "refresh_passthrough_bits",
+    "calc_cpu_role",
 ]
 
 # Access bits (arch/x86/kvm/mmu/spte.h; mmu.c before 5.x).
@@ -688,3 +690,23 @@ def root_page_roles(
                                     gaddr=i << 30))
         for i in range(4)
     )
+
+
+def refresh_passthrough_bits(
+    era: Era, ctx: MmuState, cr0: int, *, tdp: bool, is_guest_mmu: bool = False
+) -> tuple[MmuState, bool]:
+    """``kvm_mmu_refresh_passthrough_bits`` (6.4+): catch up with a guest-owned CR0.WP.
+
+    With EPT, 6.4 lets the guest flip CR0.WP without a VM exit, so
+    ``cpu_role`` may hold a stale WP.  Before a permission check KVM copies the
+    live WP into ``cpu_role.base.cr0_wp`` and nothing else: ``smep_andnot_wp``
+    and ``smap_andnot_wp`` keep the values of the last full ``kvm_init_mmu``.
+    Nothing happens without TDP, for guest_mmu (nested EPT/NPT ignore CR0.WP),
+    or before 6.4.  Returns the new state and whether it changed.
+    """
+    if era.version < (6, 4) or not tdp or is_guest_mmu:
+        return ctx, False
+    wp = int(bool(cr0 & _CR0_WP))
+    if era.page.get(ctx.base, "cr0_wp") == wp:
+        return ctx, False
+    return replace(ctx, base=era.page.set(ctx.base, cr0_wp=wp)), True
