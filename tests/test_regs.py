@@ -1,8 +1,7 @@
 """Tests for mmulib.regs: bit names, role bits, KVM_SET_SREGS checks and guest writes.
 
 Expected values are written out as literals taken from the kernel trees (processor-flags.h,
-msr-index.h, kvm_host.h, mmu.h, x86.c), not recomputed with mmulib's own tables.  The tests at
-the end of the file check the full vector grid.
+msr-index.h, kvm_host.h, mmu.h, x86.c), not recomputed with mmulib's own tables.
 """
 
 from __future__ import annotations
