@@ -20,7 +20,8 @@ from .roles import Role, decode
 
 __all__ = ["main", "UsageError"]
 
-USER_ERRORS = (RequestError, InvalidStateError, UnknownReleaseError, LayoutError)
+USER_ERRORS: tuple[type[Exception], ...] = (RequestError, InvalidStateError, UnknownReleaseError,
+                                            LayoutError)
 
 
 class UsageError(Exception):
@@ -87,6 +88,11 @@ def _build_parser() -> _Parser:
         r.add_argument(f"--l2-{reg}", type=_num(f"--l2-{reg}"), default=None,
                        help=argparse.SUPPRESS)
     r.add_argument("--json", action="store_true")
+
+    rp = sub.add_parser("replay", help="run a replay script through the vCPU simulator")
+    rp.add_argument("script", metavar="SCRIPT.json")
+    rp.add_argument("--kernel", default=None, help="override the script's kernel")
+    rp.add_argument("--json", action="store_true")
 
     s = sub.add_parser("sweep", help="compare two eras over every valid input (refactoring check)")
     s.add_argument("--from", dest="era_from", default="5.18")
@@ -235,7 +241,31 @@ def _cmd_sweep(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-_COMMANDS = {"eras": _cmd_eras, "decode": _cmd_decode, "roles": _cmd_roles, "sweep": _cmd_sweep}
+def _cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
+    from .sim.replay import load_script, run_script
+
+    result = run_script(load_script(args.script), kernel=args.kernel)
+    if args.json:
+        json.dump(result.to_json(), out)
+        out.write("\n")
+        return 0
+    out.write(f"kernel {result.kernel} -> era {result.era}\n")
+    for i, (op, evs) in enumerate(zip(result.ops, result.per_op)):
+        from .sim.replay import summary
+
+        out.write(f"[{i}] {summary(op, evs)}\n")
+        for e in evs:
+            out.write(f"      {e}\n")
+    f = result.final
+    out.write(f"final: cr0={f['cr0']:#x} cr3={f['cr3']:#x} cr4={f['cr4']:#x} efer={f['efer']:#x}"
+              f" mmu={f['mmu']} walk_mmu={f['walk_mmu']}\n")
+    for name, c in f["contexts"].items():
+        out.write(f"  {name}: root {c['root']}; prev_roots {', '.join(c['prev_roots'])}\n")
+    return 0
+
+
+_COMMANDS = {"eras": _cmd_eras, "decode": _cmd_decode, "roles": _cmd_roles, "sweep": _cmd_sweep,
+             "replay": _cmd_replay}
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
@@ -250,6 +280,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from .sim.replay import ReplayError
+
+        if isinstance(exc, ReplayError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
     except BrokenPipeError:
         return 0
 
