@@ -38,7 +38,7 @@ FORBIDDEN_IN_MODEL = {
 }
 
 # Conda names that differ from the PyPI names in pyproject.toml.
-CONDA_TO_PYPI = {"python-graphviz": "graphviz"}
+CONDA_TO_PYPI = {"python-graphviz": "graphviz", "matplotlib-base": "matplotlib"}
 
 # What repo2docker's base environment already provides on Binder (its own environment.yml has
 # jupyterlab==4.*), and what binder/environment.yml must therefore leave out: pinning it again
@@ -114,7 +114,7 @@ def _conda_names(path: Path) -> set[str]:
 
 def test_dependency_lists_agree():
     pyproject = {_pypi_name(r) for r in PYPROJECT["project"]["dependencies"]}
-    assert pyproject == {"numpy", "graphviz", "ipywidgets", "jupyterlab"}
+    assert pyproject == {"numpy", "graphviz", "ipywidgets", "jupyterlab", "matplotlib", "tqdm"}
     assert _conda_names(ROOT / "environment.yml") == pyproject
     binder = _conda_names(ROOT / "binder" / "environment.yml")
     assert not binder & BINDER_BASE_PROVIDES, "let repo2docker's base provide jupyterlab"

@@ -146,7 +146,7 @@ class Machine:
     def __init__(self, kernel: str | Era, *, tdp: str = "ept", tdp_mmu: bool | None = None,
                  vendor: str | None = None, ept_ad: bool = True, max_tdp_level: int = 4,
                  host_la57: bool = False, maxphyaddr: int = 48,
-                 footprint_gib: float = 1.0) -> None:
+                 footprint_gib: float = 1.0, cr0_wp_backport: str = "none") -> None:
         self.era = resolve(kernel)
         if tdp not in ("none", "ept", "npt"):
             raise SimError(f"tdp: {tdp!r} is not one of none, ept, npt")
@@ -161,6 +161,12 @@ class Machine:
         self.tdp_mmu = bool(default) and tdp != "none" and self.era.has_tdp_mmu
         self.maxphyaddr = maxphyaddr
         self.footprint_gib = footprint_gib
+        # Mathias Krause's 6.4 CR0.WP patches, as backported to older stable kernels:
+        # "no_unload" = 01b31714bd90 (a WP-only toggle with TDP only re-inits the MMU),
+        # "full" = also fb509f76acc8 (VMX with EPT lets the guest own CR0.WP: no exit).
+        if cr0_wp_backport not in ("none", "no_unload", "full"):
+            raise SimError(f"cr0_wp_backport: {cr0_wp_backport!r} is not none, no_unload, full")
+        self.cr0_wp_backport = "full" if self.era.version >= (6, 4) else cr0_wp_backport
         # vCPU state after creation: INIT values.
         self.cr0, self.cr3, self.cr4, self.efer = INIT_CR0, 0, 0, 0
         self.smm = False
@@ -187,7 +193,7 @@ class Machine:
         """The whole state as a hashable value (for memoised pure transitions)."""
         return (
             self.era.name, self.host, self.vendor, self.tdp_mmu, self.maxphyaddr,
-            self.footprint_gib,
+            self.footprint_gib, self.cr0_wp_backport,
             self.cr0, self.cr3, self.cr4, self.efer, self.smm, self.smm_saved, self.guest_mode,
             self.nested, tuple((n, c.freeze()) for n, c in self.ctx.items()), self.mmu,
             self.walk, frozenset(self.requests), tuple(sorted(self.sp.items(), key=_spkey)),
@@ -197,7 +203,7 @@ class Machine:
     @classmethod
     def thaw(cls, state: tuple[Any, ...]) -> Machine:
         m = cls.__new__(cls)
-        (era, m.host, m.vendor, m.tdp_mmu, m.maxphyaddr, m.footprint_gib,
+        (era, m.host, m.vendor, m.tdp_mmu, m.maxphyaddr, m.footprint_gib, m.cr0_wp_backport,
          m.cr0, m.cr3, m.cr4, m.efer, m.smm, m.smm_saved, m.guest_mode, m.nested, ctxs, m.mmu,
          m.walk, reqs, sps, tdps, m.zombies, m.running) = state
         m.era = resolve(era)
@@ -535,10 +541,12 @@ class Machine:
         self.efer = effective_efer(new, self.efer)
         v = self.era.version
         changed = old ^ new
-        if v >= (6, 4) and changed == CR0_WP:
-            if not new & CR0_PG:
-                self.emit("kvm_post_set_cr0", action="nothing", why="CR0.WP toggled with PG=0")
-                return
+        if v >= (6, 4) and changed == CR0_WP and not new & CR0_PG:
+            self.emit("kvm_post_set_cr0", action="nothing", why="CR0.WP toggled with PG=0")
+            return
+        if self.cr0_wp_backport != "none" and changed == CR0_WP:
+            # 6.4 (and its stable backports, e.g. 6.3.8, without the PG=0 early return
+            # above): with TDP a WP-only toggle re-inits the MMU and keeps the roots.
             if self.tdp_enabled:
                 self.emit("kvm_post_set_cr0", action="kvm_init_mmu",
                           why="only CR0.WP changed and TDP is on: roots are kept")
@@ -920,7 +928,7 @@ class Machine:
     # ------------------------------------------------------------------ guest writes
     def guest_mov_cr0(self, value: int) -> None:
         new = guest_write_cr0(self.regs(), value)
-        if (self.era.version >= (6, 4) and self.vendor == "vmx" and self.host.tdp == "ept"
+        if (self.cr0_wp_backport == "full" and self.vendor == "vmx" and self.host.tdp == "ept"
                 and (new ^ self.cr0) == CR0_WP):
             self.cr0 = new
             self.emit("no_exit", why="CR0.WP is guest-owned with EPT (6.4+): the write does "

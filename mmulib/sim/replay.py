@@ -7,6 +7,7 @@ Script format (numbers as int or hex strings)::
      "ops": [{"op": "run"}, {"op": "mov_cr0", "value": "0x80000011"}, ...]}
 
 Optional top-level keys: ``vendor`` ("vmx"/"svm"; default from ``tdp``),
+``cr0_wp_backport`` ("none", "no_unload", "full": the 6.4 CR0.WP fix backported),
 ``ept_ad``, ``max_tdp_level``, ``host_la57``, ``maxphyaddr``,
 ``footprint_gib`` (guest memory mapped by a TDP tree, for teardown counts).
 ``sregs`` is applied with ``KVM_SET_SREGS`` before the first op.  The whole
@@ -34,7 +35,7 @@ from .ops import Op, parse_op
 __all__ = ["ReplayError", "ReplayResult", "load_script", "run_script", "summary", "final_state"]
 
 _TOP = {"kernel", "tdp", "tdp_mmu", "vendor", "sregs", "ops", "ept_ad", "max_tdp_level",
-        "host_la57", "maxphyaddr", "footprint_gib", "name", "description"}
+        "host_la57", "maxphyaddr", "footprint_gib", "cr0_wp_backport", "name", "description"}
 
 
 class ReplayError(ValueError):
@@ -87,6 +88,8 @@ def _machine_kwargs(script: dict[str, Any]) -> dict[str, Any]:
         if script["vendor"] not in ("vmx", "svm"):
             raise ReplayError(f"vendor: {script['vendor']!r} is not 'vmx' or 'svm'")
         kw["vendor"] = script["vendor"]
+    if script.get("cr0_wp_backport") is not None:
+        kw["cr0_wp_backport"] = script["cr0_wp_backport"]
     for key in ("max_tdp_level", "maxphyaddr"):
         if key in script:
             kw[key] = parse_int(script[key], key)
