@@ -42,6 +42,8 @@ class Event:
 
 
 def _fmt(key: str, value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value) or "-"
     if isinstance(value, bool) or value is None:
         return str(value).lower()
     if isinstance(value, int) and key in ("role", "gfn", "pgd", "mask", "value", "cr0", "cr3",
