@@ -135,3 +135,30 @@ def test_console_script_entry_point_is_main() -> None:
 
     meta = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     assert meta["project"]["scripts"]["mmulib"] == "mmulib.cli:main"
+
+
+def test_readme_replay_example_is_what_the_command_prints() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    p = run("replay", str(root / "examples" / "wp-toggle-shadow.json"))
+    assert p.returncode == 0, p.stderr
+    summaries = [ln for ln in p.stdout.splitlines() if ln.startswith("[")]
+    readme = (root / "README.md").read_text()
+    for line in summaries:
+        assert line in readme, line
+    assert summaries[4] == "[4] mov_cr3: fast_pgd_switch hit prev_roots[0]."
+
+
+def test_replay_errors_name_the_op_and_exit_2(tmp_path) -> None:
+    f = tmp_path / "bad.json"
+    f.write_text(json.dumps({"kernel": "6.4", "tdp": "none",
+                             "sregs": {"cr0": "0x80010011", "cr4": "0x20", "efer": "0xd00",
+                                       "cr3": "0x1000"},
+                             "ops": [{"op": "run"}, {"op": "mov_cr0", "value": "0x80000000"}]}))
+    p = run("replay", str(f))
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.startswith("error: op 1 (mov_cr0): CR0=0x80000000")
+    f.write_text(json.dumps({"kernel": "6.4", "ops": [{"op": "jump"}]}))
+    p = run("replay", str(f))
+    assert p.returncode == 2 and "op 0: unknown op 'jump'" in p.stderr
