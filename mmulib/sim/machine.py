@@ -182,6 +182,7 @@ class Machine:
         self.requests: set[str] = set()
         self.sp: dict[SpKey, int] = {}  # shadow page -> root_count
         self.tdp_roots: list[list[Any]] = []  # [TdpKey, refcount, invalid], list head first
+        self.tdp_empty: frozenset[TdpKey] = frozenset()  # roots whose tree was zapped (5.10)
         self.zombies = 0
         self.log: list[Event] = []
         self.running = False
@@ -197,7 +198,7 @@ class Machine:
             self.cr0, self.cr3, self.cr4, self.efer, self.smm, self.smm_saved, self.guest_mode,
             self.nested, tuple((n, c.freeze()) for n, c in self.ctx.items()), self.mmu,
             self.walk, frozenset(self.requests), tuple(sorted(self.sp.items(), key=_spkey)),
-            tuple(tuple(r) for r in self.tdp_roots), self.zombies, self.running,
+            tuple(tuple(r) for r in self.tdp_roots), self.tdp_empty, self.zombies, self.running,
         )
 
     @classmethod
@@ -205,7 +206,7 @@ class Machine:
         m = cls.__new__(cls)
         (era, m.host, m.vendor, m.tdp_mmu, m.maxphyaddr, m.footprint_gib, m.cr0_wp_backport,
          m.cr0, m.cr3, m.cr4, m.efer, m.smm, m.smm_saved, m.guest_mode, m.nested, ctxs, m.mmu,
-         m.walk, reqs, sps, tdps, m.zombies, m.running) = state
+         m.walk, reqs, sps, tdps, m.tdp_empty, m.zombies, m.running) = state
         m.era = resolve(era)
         m.ctx = {n: Ctx(r, root, prev) for n, (r, root, prev) in ctxs}
         m.l1_name = next(iter(m.ctx))
@@ -293,7 +294,9 @@ class Machine:
         if e[1] > 0:
             return
         v = self.era.version
-        pages = pt_pages(self.footprint_gib, self.era.page.get(key.role, "level"))
+        pages = 1 if key in self.tdp_empty else \
+            pt_pages(self.footprint_gib, self.era.page.get(key.role, "level"))
+        self.tdp_empty -= {key}
         if v < (5, 18) or e[2]:
             self.tdp_roots.remove(e)
             self.emit("kvm_tdp_mmu_free_root", role=key.role, pages_freed=pages,
@@ -687,16 +690,23 @@ class Machine:
                 self.sp[z] = count
                 self._rename_root(key, z)
         if self.tdp_mmu:
-            for e in self.tdp_roots:
-                if not e[2]:
-                    if v < (5, 17):
-                        pages = pt_pages(self.footprint_gib, self.era.page.get(e[0].role, "level"))
-                        self.emit("kvm_tdp_mmu_zap_all", role=e[0].role, pages_freed=pages - 1)
-                        e[2] = True
-                    else:
-                        e[2] = True
-                        self.emit("kvm_tdp_mmu_invalidate_all_roots", role=e[0].role)
-            self.tdp_roots = [e for e in self.tdp_roots if e[1] > 0]
+            for e in list(self.tdp_roots):
+                if e[2]:
+                    continue
+                level = self.era.page.get(e[0].role, "level")
+                if v < (5, 17):
+                    # 5.10 kvm_tdp_mmu_zap_all: the SPTEs go, the (empty) roots stay valid.
+                    if e[0] not in self.tdp_empty:
+                        self.emit("kvm_tdp_mmu_zap_all", role=e[0].role,
+                                  pages_freed=pt_pages(self.footprint_gib, level) - 1)
+                        self.tdp_empty |= {e[0]}
+                    continue
+                # kvm_tdp_mmu_invalidate_all_roots: role.invalid is set; 6.4+ also drops
+                # the TDP MMU's own reference, so the last vCPU put frees the root.
+                e[2] = True
+                self.emit("kvm_tdp_mmu_invalidate_all_roots", role=e[0].role)
+                if v >= (6, 4):
+                    self._put_page(e[0], self.l1_name)
         if v < (5, 18):
             self.requests.add("KVM_REQ_MMU_RELOAD")
             self.emit("kvm_make_request", request="KVM_REQ_MMU_RELOAD",
