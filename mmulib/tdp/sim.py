@@ -94,7 +94,7 @@ def _holds(hold: int | np.ndarray, faults: int) -> np.ndarray:
 
 def simulate(vcpus: int, faults_per_vcpu: int, outside: int, hold: int | np.ndarray,
              lock: str = "spin", window: tuple[int, int] | None = None,
-             chunk_faults: int = 1 << 18) -> SimResult:
+             chunk_faults: int = 1 << 15) -> SimResult:
     """Simulate every fault of every vCPU; exact, in integer ticks.
 
     Args:
@@ -103,7 +103,7 @@ def simulate(vcpus: int, faults_per_vcpu: int, outside: int, hold: int | np.ndar
         hold: ticks under the lock, one value or one per fault index (same for all vCPUs).
         lock: "spin" (legacy and 5.10 TDP MMU) or "read" (5.12+ faults, no writers).
         window: [start, end) ticks to profile: waiting time inside it is summed.
-        chunk_faults: faults processed per numpy pass (memory vs. call overhead).
+        chunk_faults: faults per numpy pass; 32768 keeps arrays in cache (256 KiB each).
     """
     if outside < 0 or vcpus < 1 or faults_per_vcpu < 1:
         raise ValueError("need outside >= 0, vcpus >= 1 and faults_per_vcpu >= 1")
@@ -153,7 +153,7 @@ def _simulate_spin(n: int, f: int, o: int, holds: np.ndarray, window: tuple[int,
 def _requests(d: np.ndarray, first: np.ndarray, o: int, n: int) -> np.ndarray:
     r = np.empty_like(d)
     r[:n] = first
-    r[n:] = d[:-n] + o
+    np.add(d[:-n], o, out=r[n:])  # no temporary: a fresh 2 MiB array per chunk is slow
     return r
 
 
