@@ -44,7 +44,7 @@ from .mmu import TdpEra, Work, tdp_era, tdp_mmu_set_spte
 from .spte import KVM_PAGES_PER_HPAGE, PG_LEVEL_4K, is_last_spte, is_shadow_present_pte
 from .tree import TdpTree
 
-__all__ = ["ZapResult", "zap_gfn_range", "zap_gfn_range_steps", "kvm_tdp_mmu_zap_all",
+__all__ = ["ZapResult", "ZapState", "zap_gfn_range", "zap_gfn_range_steps", "kvm_tdp_mmu_zap_all",
            "kvm_tdp_mmu_free_root", "NeedResched"]
 
 NeedResched = Callable[[IterStep], bool]
@@ -79,8 +79,8 @@ class ZapResult:
         return dict(sorted(out.items(), reverse=True))
 
 
-class _Zap:
-    """State shared by the generator and its callers."""
+class ZapState:
+    """What a zap in progress has done so far (shared by the generator and its callers)."""
 
     def __init__(self) -> None:
         self.work = Work()
@@ -98,13 +98,13 @@ class _Zap:
 
 def zap_gfn_range_steps(tree: TdpTree, start: int, end: int, *, can_yield: bool = True,
                         need_resched: NeedResched | None = None, era: str | TdpEra = "5.10",
-                        state: _Zap | None = None) -> Iterator[IterStep]:
+                        state: ZapState | None = None) -> Iterator[IterStep]:
     """``zap_gfn_range`` one loop iteration at a time: yields each SPTE after handling it.
 
     The tree is already changed when a step is yielded, so a caller can draw it.
     """
     e = tdp_era(era)
-    z = _Zap() if state is None else state
+    z = ZapState() if state is None else state
     min_level = PG_LEVEL_4K
     zap_all = e.zap_all_from_root and start == 0 and end >= tree.max_gfn
     if e.zap_all_from_root:
@@ -146,7 +146,7 @@ def zap_gfn_range(tree: TdpTree, start: int, end: int, *, can_yield: bool = True
                   need_resched: NeedResched | None = None,
                   era: str | TdpEra = "5.10") -> ZapResult:
     """Zap every mapping of ``[start, end)`` in ``tree`` (one root)."""
-    z = _Zap()
+    z = ZapState()
     for _ in zap_gfn_range_steps(tree, start, end, can_yield=can_yield,
                                  need_resched=need_resched, era=era, state=z):
         pass
@@ -165,7 +165,7 @@ def kvm_tdp_mmu_free_root(tree: TdpTree, era: str | TdpEra = "5.10") -> ZapResul
     root = tree.root
     if root is None:
         raise ValueError("the root is already freed")
-    z = _Zap()
+    z = ZapState()
     for _ in zap_gfn_range_steps(tree, 0, tree.max_gfn, can_yield=False, era=era, state=z):
         pass
     z.work.tables_freed.append((tree.root_level, 0))
