@@ -379,8 +379,6 @@ def test_cr3_cycle_hits_mru_order_and_evictions(kernel, n):
     assert roots(r, ctx) == (sp(cr3s[0] >> 12, role), prev + [INV] * (3 - len(prev)))
 
 
-@pytest.mark.xfail(strict=True, reason="model bug reported: 5.15 kvm_invalidate_pcid frees "
-                   "every prev_root on MOV CR3 with CR4.PCIDE=0 (no PCIDE guard before 5.17)")
 @pytest.mark.parametrize("n", [2, 5])
 def test_cr3_cycle_5_15_frees_prev_roots_on_every_mov_cr3(n):
     # 5.15.0 (sndrzt) and 5.15.55 (wowk) x86.c kvm_set_cr3 -> handle_tlb_flush: !NOFLUSH ->
@@ -472,8 +470,6 @@ def test_pae_cr3_switch_5_15():
     assert_logs(r, expected)
 
 
-@pytest.mark.xfail(strict=True, reason="model bug reported: 5.17+ load_pdptrs frees CURRENT "
-                   "(!tdp_enabled, PDPTEs changed) before kvm_mmu_new_pgd runs")
 def test_pae_cr3_switch_5_17_load_pdptrs_frees_first():
     # 5.17 x86.c kvm_set_cr3 -> load_pdptrs: !tdp_enabled && memcmp(mmu->pdptrs, pdpte) ->
     # kvm_mmu_free_roots(CURRENT) *before* kvm_mmu_new_pgd, whose fast_pgd_switch then
@@ -636,12 +632,9 @@ _ROOTS_ALL_LITERAL = {
     **{k: (1 << 64) - 1 for k in ("4.19", "4.20", "5.10", "5.15", "5.17", "5.18", "5.19")},
     **{k: 0xF for k in ("6.4", "6.14", "6.18")},
 }
-_NOT_0XF = pytest.mark.xfail(strict=True, reason="model bug reported: kvm_mmu_unload passes "
-                             "KVM_MMU_ROOTS_ALL = ~0UL in 4.19-5.19, the model logs 0xf")
 
 
-@pytest.mark.parametrize("kernel", [
-    pytest.param(k, marks=_NOT_0XF) if v != 0xF else k for k, v in _ROOTS_ALL_LITERAL.items()])
+@pytest.mark.parametrize("kernel", list(_ROOTS_ALL_LITERAL))
 def test_unload_passes_kvm_mmu_roots_all(kernel):
     r = run(kernel, "none", WP_OFF_ON[:2], L1_64)
     masks = [e.get("mask") for e in r.per_op[1] if e.name == "kvm_mmu_free_roots"]

@@ -114,8 +114,6 @@ def test_smi_shadow_4_20_resets_twice():
     ])
 
 
-@pytest.mark.xfail(strict=True, reason="model bug reported: 4.18-4.20 em_rsm clears SMM "
-                   "(set_hflags -> kvm_smm_changed) after rsm_load_state_64, not before")
 def test_rsm_shadow_4_20_leaves_smm_last():
     # 4.20 emulate.c em_rsm: set_cr(0)/set_cr(4)/EFER=0 to get back to real mode, then
     # rsm_load_state_64 (EFER -> RC while still in SMM, CR3 same -> sync, CR4.PAE -> RC,
@@ -305,9 +303,6 @@ def test_nested_vmx_ept_4_20_keeps_roots_cached_and_skips_reinit():
     assert roots(r, "guest_mmu")[0] == sp(0x300, EPT_4_20)
 
 
-@pytest.mark.xfail(strict=True, reason="model bug reported: 4.20 cached_root_available pushes "
-                   "guest_mmu's root with mmu->get_cr3() = nested_ept_get_cr3 (the EPTP), not "
-                   "L1's CR3, so the third nested entry hits prev_roots[0]")
 def test_nested_vmx_ept_4_20_third_entry_hits_the_pushed_eptp_root():
     # 4.20 mmu.c cached_root_available: root.cr3 = mmu->get_cr3(vcpu); for guest_mmu that is
     # nested_ept_get_cr3 (set by the first nested_ept_init_mmu_context and never reset), so
@@ -412,9 +407,6 @@ def test_nested_svm_npt_4_20_resets_both_ways():
     ])
 
 
-@pytest.mark.xfail(strict=True, reason="model bug reported: 4.20 enter_svm_guest_mode calls "
-                   "enter_guest_mode after its kvm_mmu_reset_context, so nested_mmu's role has "
-                   "guest_mode = 0")
 def test_nested_svm_4_20_nested_mmu_role_has_no_guest_mode():
     # 4.20 svm.c: enter_guest_mode(&svm->vcpu) is the last statement of enter_svm_guest_mode,
     # after "Guest paging mode is active - reset mmu".  init_kvm_nested_mmu stores
@@ -524,9 +516,6 @@ def test_cpuid_after_run_5_15_unloads():
     assert r.per_op[1][4].get("role") == TDP_5_10  # 5.15 still forces gpte_is_8_bytes
 
 
-@pytest.mark.xfail(strict=True, reason="model bug reported: from 5.17 KVM_SET_CPUID after "
-                   "KVM_RUN never reaches kvm_vcpu_after_set_cpuid (kvm_cpuid_check_equal: "
-                   "-EINVAL or a no-op)")
 @pytest.mark.parametrize("kernel", ["5.17", "5.19", "6.14"])
 def test_cpuid_after_run_is_refused_or_a_no_op(kernel):
     # 5.17/5.19 cpuid.c kvm_set_cpuid: if (vcpu->arch.last_vmentry_cpu != -1) { r =
@@ -580,8 +569,6 @@ def test_memslot_shadow_reload_vs_free_obsolete(kernel):
 TDP_MEMSLOT = [{"op": "run"}, {"op": "memslot"}, {"op": "run"}]
 
 
-@pytest.mark.xfail(strict=True, reason="model bug reported: 5.10 kvm_mmu_zap_all_fast makes "
-                   "KVM_REQ_MMU_RELOAD (kvm_reload_remote_mmus) before kvm_tdp_mmu_zap_all")
 def test_memslot_tdp_mmu_5_10():
     # 5.10 mmu.c kvm_mmu_zap_all_fast: gen toggle, kvm_reload_remote_mmus, kvm_zap_obsolete_pages,
     # then kvm_tdp_mmu_zap_all (zaps the SPTEs; the root stays on the list, valid).  At entry
@@ -619,9 +606,6 @@ def test_memslot_tdp_mmu_invalidates_roots(kernel):
         {"role": TDP_5_19, "refcount": refs, "invalid": False, "level": 4}]
 
 
-@pytest.mark.xfail(strict=True, reason="model bug reported: 5.17+ tears the invalidated TDP "
-                   "trees down inside the memslot ioctl (kvm_tdp_mmu_zap_invalidated_roots); "
-                   "the vCPU's last put only frees the root page")
 @pytest.mark.parametrize("kernel", ["5.17", "5.19", "6.4"])
 def test_memslot_tdp_mmu_teardown_happens_in_the_memslot_op(kernel):
     # 5.17 tdp_mmu.c kvm_tdp_mmu_zap_invalidated_roots: zap_gfn_range(root, 0, -1) on every

@@ -113,7 +113,8 @@ def counters_of(events: Any) -> Counter[str]:
             else:
                 c["tdp_roots_allocated"] += 1
                 c["pt_pages_rebuilt"] += e.get("pages_to_build", 0)
-        elif n in ("kvm_tdp_mmu_free_root", "kvm_tdp_mmu_zap_all"):
+        elif n in ("kvm_tdp_mmu_free_root", "kvm_tdp_mmu_zap_all",
+                   "kvm_tdp_mmu_invalidate_all_roots"):
             c["tdp_roots_freed"] += n == "kvm_tdp_mmu_free_root"
             c["pt_pages_torn_down"] += e.get("pages_freed", 0)
         elif n == "kvm_mmu_free_roots":

@@ -186,6 +186,8 @@ class Machine:
         self.zombies = 0
         self.log: list[Event] = []
         self.running = False
+        self.has_run = False  # last_vmentry_cpu != -1
+        self.pdptrs: tuple[int, ...] = ()  # walk_mmu->pdptrs as last loaded (PAE paging)
         # kvm_arch_vcpu_create -> kvm_init_mmu on the reset state (no roots yet).
         self.kvm_init_mmu("kvm_mmu_create")
 
@@ -199,6 +201,7 @@ class Machine:
             self.nested, tuple((n, c.freeze()) for n, c in self.ctx.items()), self.mmu,
             self.walk, frozenset(self.requests), tuple(sorted(self.sp.items(), key=_spkey)),
             tuple(tuple(r) for r in self.tdp_roots), self.tdp_empty, self.zombies, self.running,
+            self.has_run, self.pdptrs,
         )
 
     @classmethod
@@ -206,7 +209,8 @@ class Machine:
         m = cls.__new__(cls)
         (era, m.host, m.vendor, m.tdp_mmu, m.maxphyaddr, m.footprint_gib, m.cr0_wp_backport,
          m.cr0, m.cr3, m.cr4, m.efer, m.smm, m.smm_saved, m.guest_mode, m.nested, ctxs, m.mmu,
-         m.walk, reqs, sps, tdps, m.tdp_empty, m.zombies, m.running) = state
+         m.walk, reqs, sps, tdps, m.tdp_empty, m.zombies, m.running, m.has_run,
+         m.pdptrs) = state
         m.era = resolve(era)
         m.ctx = {n: Ctx(r, root, prev) for n, (r, root, prev) in ctxs}
         m.l1_name = next(iter(m.ctx))
@@ -340,8 +344,11 @@ class Machine:
     def kvm_mmu_unload(self, why: str = "") -> None:
         """``kvm_mmu_unload``: free every root of root_mmu and guest_mmu (the single MMU <4.20)."""
         self.emit("kvm_mmu_unload", **({"why": why} if why else {}))
+        # KVM_MMU_ROOTS_ALL is ~0UL in 4.19-5.19 and BIT(1 + KVM_MMU_NUM_PREV_ROOTS) - 1 from
+        # 6.x; only the low four bits select roots.
+        mask = (1 << 64) - 1 if (4, 19) <= self.era.version < (6, 4) else KVM_MMU_ROOTS_ALL
         for name in ("root_mmu", "guest_mmu") if self.era.split_contexts else ("mmu",):
-            self.kvm_mmu_free_roots(name, KVM_MMU_ROOTS_ALL)
+            self.kvm_mmu_free_roots(name, mask)
 
     def get_page(self, gfn: int, level: int, direct: bool, gaddr: int, c: Ctx) -> SpKey:
         """``kvm_mmu_get_page`` (``kvm_mmu_get_shadow_page`` in 6.x) for a root page."""
@@ -516,6 +523,7 @@ class Machine:
         self.kvm_mmu_reload()
         self.emit("vm_entry", mmu=self.mmu, root=_root_str(self.cur().root))
         self.running = True
+        self.has_run = True
 
     def free_obsolete_roots(self) -> None:
         """``kvm_mmu_free_obsolete_roots`` (5.18+): free roots whose page is invalid/obsolete."""
@@ -540,6 +548,9 @@ class Machine:
     # ------------------------------------------------------------------ register writes
     def kvm_set_cr0(self, new: int, *, caller: str = "kvm_set_cr0") -> None:
         old = self.cr0
+        if (new & CR0_PG and not old & CR0_PG and self.cr4 & CR4_PAE
+                and not self.efer & EFER_LME):
+            self.load_pdptrs(self.cr3)
         self.cr0 = new
         self.efer = effective_efer(new, self.efer)
         v = self.era.version
@@ -564,6 +575,10 @@ class Machine:
         from ..regs import role_bits
 
         old = self.cr4
+        pdptr_bits = (1 << 7) | (1 << 4) | CR4_PAE | (1 << 20)  # X86_CR4_PDPTR_BITS
+        if (self.cr0 & CR0_PG and new & CR4_PAE and not self.efer & EFER_LMA
+                and (old ^ new) & pdptr_bits):
+            self.load_pdptrs(self.cr3)
         self.cr4 = new
         v = self.era.version
         changed = old ^ new
@@ -612,6 +627,8 @@ class Machine:
             self.cr3 = cr3
             return
         if not (cr3 == self.cr3 and not pae_paging):
+            if pae_paging:
+                self.load_pdptrs(cr3)
             if cr3 != self.cr3:
                 self.kvm_mmu_new_pgd(cr3)
             self.cr3 = cr3
@@ -619,16 +636,31 @@ class Machine:
             self.kvm_invalidate_pcid(cr3 & 0xFFF if pcide else 0)
 
     def kvm_invalidate_pcid(self, pcid: int) -> None:
-        """5.15+: MOV CR3 without NOFLUSH: drop cached roots of the same PCID (shadow only)."""
-        if self.tdp_enabled or not self.cr4 & CR4_PCIDE:
+        """MOV CR3 without NOFLUSH (5.15+): free the cached roots of the flushed PCID.
+
+        5.15 has no guard: with CR4.PCIDE=0 every PCID reads as 0, so every previous root
+        is freed on each MOV CR3.  5.17 returns early with TDP (a guest TLB flush instead)
+        and when PCIDE=0 (a MOV CR3 with PCIDE=0 flushes everything anyway).
+        """
+        pcide = bool(self.cr4 & CR4_PCIDE)
+        if self.era.version >= (5, 17) and (self.tdp_enabled or not pcide):
             return
         c = self.cur()
         mask = 0
         for i, r in enumerate(c.prev):
-            if r.valid and (r.pgd & 0xFFF) == pcid:
+            if ((r.pgd & 0xFFF) if pcide else 0) == pcid:
                 mask |= KVM_MMU_ROOT_PREVIOUS(i)
         if mask:
             self.kvm_mmu_free_roots(self.mmu, mask, f"kvm_invalidate_pcid({pcid})")
+
+    def load_pdptrs(self, cr3: int) -> None:
+        """``load_pdptrs``: read the four PDPTEs; 5.17+ with shadow paging frees the current
+        root when they changed (its pae_root entries point at the old tables)."""
+        gfn = cr3 >> 12
+        new = tuple(gfn + 1 + i for i in range(4))
+        if self.era.version >= (5, 17) and not self.tdp_enabled and new != self.pdptrs:
+            self.kvm_mmu_free_roots(self.mmu, KVM_MMU_ROOT_CURRENT, "PDPTEs changed")
+        self.pdptrs = new
 
     def kvm_update_cpuid(self, why: str) -> None:
         """4.18-4.20 ``kvm_update_cpuid``: ends with an unconditional MMU reset."""
@@ -637,6 +669,10 @@ class Machine:
     # ------------------------------------------------------------------ CPUID, INIT, memslots
     def cpuid_update(self) -> None:
         v = self.era.version
+        if v >= (5, 17) and self.has_run:
+            self.emit("kvm_set_cpuid", why="after KVM_RUN only an identical CPUID table is "
+                                           "accepted (kvm_cpuid_check_equal), as a no-op")
+            return
         if v < (5, 10):
             self.kvm_update_cpuid("KVM_SET_CPUID")
             return
@@ -689,32 +725,42 @@ class Machine:
                 z = SpKey(key.gfn, key.role, self.zombies)
                 self.sp[z] = count
                 self._rename_root(key, z)
+        if v < (5, 17):
+            # 5.10: kvm_reload_remote_mmus comes before kvm_tdp_mmu_zap_all.
+            self._request_reload()
         if self.tdp_mmu:
             for e in list(self.tdp_roots):
                 if e[2]:
                     continue
                 level = self.era.page.get(e[0].role, "level")
+                pages = pt_pages(self.footprint_gib, level)
                 if v < (5, 17):
                     # 5.10 kvm_tdp_mmu_zap_all: the SPTEs go, the (empty) roots stay valid.
                     if e[0] not in self.tdp_empty:
-                        self.emit("kvm_tdp_mmu_zap_all", role=e[0].role,
-                                  pages_freed=pt_pages(self.footprint_gib, level) - 1)
+                        self.emit("kvm_tdp_mmu_zap_all", role=e[0].role, pages_freed=pages - 1)
                         self.tdp_empty |= {e[0]}
                     continue
-                # kvm_tdp_mmu_invalidate_all_roots: role.invalid is set; 6.4+ also drops
-                # the TDP MMU's own reference, so the last vCPU put frees the root.
+                # kvm_tdp_mmu_invalidate_all_roots sets role.invalid; the trees are zapped
+                # before the ioctl returns (kvm_tdp_mmu_zap_invalidated_roots); 6.4+ also
+                # drops the TDP MMU's own reference, so an unreferenced root goes at once.
                 e[2] = True
-                self.emit("kvm_tdp_mmu_invalidate_all_roots", role=e[0].role)
+                freed = 0 if e[0] in self.tdp_empty else pages - 1
+                self.tdp_empty |= {e[0]}
+                self.emit("kvm_tdp_mmu_invalidate_all_roots", role=e[0].role, pages_freed=freed)
                 if v >= (6, 4):
                     self._put_page(e[0], self.l1_name)
-        if v < (5, 18):
-            self.requests.add("KVM_REQ_MMU_RELOAD")
-            self.emit("kvm_make_request", request="KVM_REQ_MMU_RELOAD",
-                      why="fast zap: all vCPUs unload")
-        else:
+        if v >= (5, 18):
             self.requests.add("KVM_REQ_MMU_FREE_OBSOLETE_ROOTS")
             self.emit("kvm_make_request", request="KVM_REQ_MMU_FREE_OBSOLETE_ROOTS",
                       why="fast zap: free only obsolete roots")
+        elif v >= (5, 17):
+            # 5.17: roots are invalidated first, then every vCPU is told to reload.
+            self._request_reload()
+
+    def _request_reload(self) -> None:
+        self.requests.add("KVM_REQ_MMU_RELOAD")
+        self.emit("kvm_make_request", request="KVM_REQ_MMU_RELOAD",
+                  why="fast zap: all vCPUs unload")
 
     def _rename_root(self, old: SpKey, new: SpKey) -> None:
         def fix(r: RootInfo) -> RootInfo:
@@ -753,8 +799,11 @@ class Machine:
         if not self.smm or self.smm_saved is None:
             raise SimError("RSM outside SMM raises #UD")
         cr0, cr3, cr4, efer = self.smm_saved
-        self.smm = False
-        self.kvm_mmu_reset_context("kvm_smm_changed", "leaving SMM")
+        early = self.era.version >= (5, 10)
+        if early:
+            # 5.10+ em_rsm clears the SMM flags (kvm_smm_changed) before loading the state.
+            self.smm = False
+            self.kvm_mmu_reset_context("kvm_smm_changed", "leaving SMM")
         # em_rsm: clear PCIDE, PG|PE, PAE, EFER in SMM's own state (all already 0 here),
         # then rsm_load_state_64: EFER (without LMA), then rsm_enter_protected_mode:
         # CR3, CR4 without PCIDE, CR0, then CR4 with PCIDE.
@@ -766,6 +815,10 @@ class Machine:
             self.kvm_set_cr4(cr4)
             if cr3 & 0xFFF:
                 self.kvm_set_cr3(cr3)
+        if not early:
+            # 4.18-4.20: set_hflags leaves SMM only after the state load.
+            self.smm = False
+            self.kvm_mmu_reset_context("kvm_smm_changed", "leaving SMM")
         self.smm_saved = None
 
     # ------------------------------------------------------------------ nested (L1 <-> L2)
@@ -834,7 +887,10 @@ class Machine:
         new, rec = init_shadow_ept(era, c.roles, l1ctx.roles, self.inputs(), execonly=n.execonly,
                                    accessed_dirty=n.ad, level=n.ept_level)
         if v < (5, 18) and rec.new_pgd_role is not None:
-            self.kvm_mmu_new_pgd(n.nested_cr3, role=rec.new_pgd_role, current_pgd=self.cr3)
+            # 4.19: the single MMU still has L1's get_cr3; 4.20: guest_mmu's get_cr3 is
+            # nested_ept_get_cr3 (set at the first entry, never reset), i.e. the EPTP.
+            pushed = n.nested_cr3 if era.split_contexts else self.cr3
+            self.kvm_mmu_new_pgd(n.nested_cr3, role=rec.new_pgd_role, current_pgd=pushed)
             c = self.ctx[name]
         c.roles = new
         self.emit("kvm_init_shadow_ept_mmu", mmu=name, reinit=rec.reinit)
@@ -858,8 +914,8 @@ class Machine:
                           function=rec.function, mmu=self.mmu, reinit=rec.reinit)
                 self.walk = "nested_mmu"
             self._load_l2(l2)
-            self.guest_mode = True
             self.kvm_mmu_reset_context("enter_svm_guest_mode", "guest paging mode is active")
+            self.guest_mode = True  # enter_guest_mode is the last step before 5.10
             return
         old_cr3 = self.cr3
         if n.paging:
