@@ -126,3 +126,18 @@ def test_explorer_shows_the_dot_text_without_graphviz(monkeypatch) -> None:
     assert ex.diagram.value.startswith(
         "<p><b>Drawing not rendered:</b> Graphviz &#x27;dot&#x27; not found on PATH")
     assert "<pre>digraph tdp {" in ex.diagram.value
+
+
+def test_show_dot_gives_an_svg_output_or_the_dot_text(monkeypatch) -> None:
+    ui = pytest.importorskip("mmulib.ui.tdp")
+    svg = '<svg xmlns="http://www.w3.org/2000/svg"/>'
+    monkeypatch.setattr(render, "render_svg", lambda dot: svg)
+    out = ui.show_dot("digraph {}")
+    assert type(out).__name__ == "SVG" and out._repr_svg_() == svg
+
+    def broken(dot: str) -> str:
+        raise render.DotError("dot -Tsvg failed: syntax error")
+
+    monkeypatch.setattr(render, "render_svg", broken)
+    out = ui.show_dot("digraph {")
+    assert type(out).__name__ == "HTML" and "<pre>digraph {</pre>" in out.data

@@ -15,7 +15,7 @@ import html
 from typing import Any
 
 import ipywidgets as widgets
-from IPython.display import HTML
+from IPython.display import HTML, SVG
 
 from mmulib import render
 from mmulib.tdp.scenes import Frame, default_scenes
@@ -32,9 +32,13 @@ def dot_html(dot: str) -> str:
                 f"<pre>{html.escape(dot)}</pre>")
 
 
-def show_dot(dot: str) -> HTML:
-    """A static picture for a notebook cell (or the DOT text if it cannot be drawn)."""
-    return HTML(dot_html(dot))
+def show_dot(dot: str) -> SVG | HTML:
+    """A static picture for a notebook cell (an SVG output), or the DOT text if it cannot be
+    drawn."""
+    try:
+        return SVG(render.render_svg(dot))
+    except (render.DotNotFoundError, render.DotError):
+        return HTML(dot_html(dot))
 
 
 class TdpExplorer(widgets.VBox):
