@@ -23,7 +23,7 @@ BASE_SHADOW fitted    fit     the same with shadow paging: everything shadow pag
                               costs ssdd that the simulator does not model (guest
                               page faults, MOV CR3 exits, write-protected tables)
 NESTED_BASE fitted    fit     an L2→L1→L2 round trip apart from MMU work
-TOGGLES    1,000,000  chosen  CR0.WP toggles in ``ssdd 10 50000`` (#15: no rate is
+TOGGLES    1,500,000  chosen  CR0.WP toggles in ``ssdd 10 50000`` (#15: no rate is
                               published); see :data:`CHOICES`
 CPU_GHZ    3.0        chosen  the clock of the ssdd machine (not published)
 FOOTPRINT  1/64 GiB   chosen  memory a TDP tree maps when a toggle tears it down
@@ -77,13 +77,13 @@ CONSTANTS: dict[str, Constant] = {c.name: c for c in (
              "and §4.2 (two CR0 writes per iteration), minus INIT"),
     # Fitted by calibrate() on the FIGURES with use="fit"; test_cost.py checks that a
     # fresh fit gives these values (re-run `python -m mmulib.sim.cost` after a change).
-    Constant("RESET", 6500.0, "cycles", "fit", "calibrate(): #20 with #11 v5.10.177"),
-    Constant("ROOT_REF", 3735.5, "cycles", "fit", "calibrate(): #11 v5.10.177 with #20"),
-    Constant("PT_PAGE", 10681.4, "cycles", "fit", "calibrate(): #11 v5.10.177 TDP MMU"),
+    Constant("RESET", 4499.2, "cycles", "fit", "calibrate(): #20 with #11 v5.10.177"),
+    Constant("ROOT_REF", 2000.8, "cycles", "fit", "calibrate(): #11 v5.10.177 with #20"),
+    Constant("PT_PAGE", 7120.9, "cycles", "fit", "calibrate(): #11 v5.10.177 TDP MMU"),
     Constant("BASE_EPT", 4.8998, "s", "fit", "calibrate(): #11 v5.10.177, with patches"),
     Constant("BASE_SHADOW", 64.429, "s", "fit", "calibrate(): #11 v5.10.177 shadow"),
-    Constant("NESTED_BASE", 11058.0, "cycles", "fit", "calibrate(): #20"),
-    Constant("TOGGLES", 1_000_000.0, "toggles", "chosen", "CHOICES['TOGGLES']"),
+    Constant("NESTED_BASE", 21998.0, "cycles", "fit", "calibrate(): #20"),
+    Constant("TOGGLES", 1_500_000.0, "toggles", "chosen", "CHOICES['TOGGLES']"),
     Constant("CPU_GHZ", 3.0, "GHz", "chosen", "CHOICES['CPU_GHZ']"),
     Constant("FOOTPRINT_GIB", FOOTPRINT_GIB, "GiB", "chosen", "CHOICES['FOOTPRINT_GIB']"),
 )}
@@ -103,11 +103,12 @@ without an exit (``no_exit``), and the pages that fill a new *legacy/shadow* roo
 
 CHOICES: dict[str, str] = {
     "TOGGLES": (
-        "ssdd 10 50000 runs 10 x 50,000 ptrace single-steps (#16, UNVERIFIED); we take one "
-        "open/close pair of kernel W^X, 2 toggles, per step. No rate is published (#15). "
-        "The figures bound it: RESET, ROOT_REF and NESTED_BASE all stay >= 0 only for "
-        "toggle counts in toggle_range() (about 0.75-1.84 million at 3 GHz). The implied "
-        "rate is about 200,000 toggles per second of the 4.9 s run with the patches."),
+        "No toggle rate is published (#15). The figures bound it: RESET, ROOT_REF and "
+        "NESTED_BASE all stay >= 0 only for toggle counts in toggle_range(), about 1.06 to "
+        "1.84 million at 3 GHz, i.e. 2.1-3.7 toggles per ptrace single-step of ssdd 10 50000 "
+        "(10 x 50,000 steps, #16, UNVERIFIED). We take 1,500,000, 3 per step (1.5 open/close "
+        "pairs of kernel W^X), inside the range: about 300,000 toggles per second of the "
+        "4.9 s run with the patches."),
     "CPU_GHZ": (
         "#11 names no machine; 3 GHz is a typical server clock. Only TOGGLES / CPU_GHZ "
         "enters the seconds, so a different clock is the same as a different toggle count."),
@@ -116,8 +117,8 @@ CHOICES: dict[str, str] = {
         "tree a toggle tears down maps only what the guest touched since the last one "
         "(a few microseconds), not the VM's memory. Only FOOTPRINT x PT_PAGE is "
         "identified by the fit: at 1 GiB (515 page-table pages) PT_PAGE would come out "
-        "near 230 cycles for a 512-entry table, under half a cycle per entry; 16 MiB "
-        "(11 pages) gives about 10,600 cycles per page. Predictions of other TDP MMU "
+        "near 150 cycles for a 512-entry table, under half a cycle per entry; 16 MiB "
+        "(11 pages) gives about 7,100 cycles per page. Predictions of other TDP MMU "
         "storms scale the same way, so the choice does not change them."),
 }
 
@@ -220,10 +221,11 @@ GAPS: dict[str, str] = {
         "is the Intel v5.10.177 one."),
     "exit cost": (
         "EXIT comes from kvm-unit-tests' tight toggle loop (2,440 cycles per toggle with "
-        "INIT). The no-unload steps of #8 and #9 (CR0.WP still exits, roots kept) imply "
-        "1.9-2.4 s for 1,000,000 toggles, i.e. 5,600-7,300 cycles per toggle at 3 GHz: "
-        "in ssdd an exit costs 2-3x what the micro-benchmark shows. The model keeps the "
-        "published micro-benchmark figure and does not say where the difference goes."),
+        "INIT). The no-unload steps of #8 and #9 (CR0.WP still exits, roots kept) take "
+        "1.9-2.4 s more than the step without the exit, i.e. 3,800-4,800 cycles per "
+        "toggle at the chosen TOGGLES and CPU_GHZ: "
+        "in ssdd an exit costs about 1.5-2x what the micro-benchmark shows. The model keeps "
+        "the published micro-benchmark figure and does not say where the difference goes."),
     "retpoline": (
         "Patches 1-3 also avoid a retpoline in the CR-exit path (#8, #13: about 1%), "
         "which the model does not price."),
