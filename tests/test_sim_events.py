@@ -639,3 +639,37 @@ def test_unload_passes_kvm_mmu_roots_all(kernel):
     r = run(kernel, "none", WP_OFF_ON[:2], L1_64)
     masks = [e.get("mask") for e in r.per_op[1] if e.name == "kvm_mmu_free_roots"]
     assert masks == [_ROOTS_ALL_LITERAL[kernel]]
+
+
+# ---------------------------------------------------------------------------------------------
+# CR4.PCIDE=1: MOV CR3 without NOFLUSH frees the prev_roots of the same PCID; NOFLUSH keeps them.
+
+
+@pytest.mark.parametrize("kernel", ["5.17", "5.19", "6.18"])
+def test_pcid_flush_frees_same_pcid_prev_roots_and_noflush_hits(kernel):
+    # 5.17+ x86.c kvm_set_cr3 -> kvm_invalidate_pcid(pcid) unless NOFLUSH; with CR4.PCIDE it
+    # selects every prev_roots[i] whose *pgd* carries that PCID, valid or not, and
+    # kvm_mmu_free_roots frees the valid ones.  Unused slots are KVM_MMU_ROOT_INFO_INVALID
+    # (pgd 0, so PCID 0).
+    role = shadow64_role(kernel)
+    noflush = 1 << 63
+    r = run(kernel, "none", [{"op": "run"}, {"op": "mov_cr3", "value": 0x101001},
+                             {"op": "mov_cr3", "value": 0x102000},
+                             {"op": "mov_cr3", "value": 0x101001 | noflush}],
+            {**L1_64, "cr4": CR4_PAE_BIT | (1 << 17)})
+    assert_logs(r, [
+        [get_page(0x100, role, L4, True), load("root_mmu"), entry("root_mmu")],
+        # A (PCID 0) pushed; kvm_invalidate_pcid(1) matches nothing (A and the unused slots
+        # carry PCID 0): no free
+        [exit_("cr3", 0x101001), switch("root_mmu", 0x101001, False, None),
+         get_page(0x101, role, L4, True), load("root_mmu"), entry("root_mmu")],
+        # B pushed: B | A | unused.  kvm_invalidate_pcid(0): PREVIOUS(1) (A) and PREVIOUS(2)
+        # (unused, pgd 0): mask 0xc, only A is valid
+        [exit_("cr3", 0x102000), switch("root_mmu", 0x102000, False, None),
+         free("root_mmu", 0xC, "prev_roots[1]"), get_page(0x102, role, L4, True),
+         load("root_mmu"), entry("root_mmu")],
+        # NOFLUSH (bit 63 stripped before kvm_mmu_new_pgd): B hits prev_roots[0], no flush
+        [exit_("cr3", 0x101001 | noflush), switch("root_mmu", 0x101001, True, 0),
+         entry("root_mmu")],
+    ])
+    assert roots(r, "root_mmu") == (sp(0x101, role), [sp(0x102, role, 0x102000), INV, INV])
