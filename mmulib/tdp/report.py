@@ -1,7 +1,7 @@
 """HTML tables of the calibration and of predictions vs published figures (plain strings).
 
 >>> from mmulib.tdp.contention import compare
->>> "<td>wait_416</td>" in comparison_html(compare())
+>>> ">wait_416</td>" in comparison_html(compare())
 True
 """
 
