@@ -9,7 +9,7 @@ results identical to computing every step.
 
 >>> from mmulib.sim import Runner, parse_op
 >>> r = Runner("6.4", tdp="ept")
->>> r.set_sregs(cr0=0x80010011, cr3=0x1000, cr4=0x20, efer=0xd00)
+>>> _ = r.set_sregs(cr0=0x80010011, cr3=0x1000, cr4=0x20, efer=0xd00)
 >>> _ = r.apply(parse_op({"op": "run"}, 0))
 >>> [e.name for e in r.apply(parse_op({"op": "mov_cr0", "value": 0x80000011}, 1))]
 ['no_exit', 'vm_entry']
@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .events import Event, ev
-from .machine import Machine, SimError
+from .machine import Machine, SimError, Vm
 from .ops import Op, apply_op, parse_op
 
-__all__ = ["Machine", "SimError", "Op", "Event", "ev", "parse_op", "apply_op", "step",
-           "Transition", "Runner", "counters_of"]
+__all__ = ["Machine", "Vm", "SimError", "Op", "Event", "ev", "parse_op", "apply_op", "step",
+           "new_state", "thaw_state", "Transition", "Runner", "counters_of"]
 
 
 @dataclass(frozen=True)
@@ -37,24 +37,49 @@ class Transition:
     events: tuple[Event, ...]
 
 
+# A system state is (the VM's frozen pages, (each vCPU's frozen state, ...)).
+
+
+def new_state(kernel: str, vcpus: int = 1, **machine_kw: Any) -> tuple[tuple[Any, ...],
+                                                                       tuple[Event, ...]]:
+    """A fresh VM with ``vcpus`` vCPUs (all created, none run yet) and the creation events."""
+    if vcpus < 1:
+        raise SimError(f"vcpus: {vcpus} is not a positive number")
+    vm = Vm()
+    ms = [Machine(kernel, vm=vm, **machine_kw) for _ in range(vcpus)]
+    events = tuple(ms[0].log)
+    return (vm.freeze(), tuple(m.freeze_vcpu() for m in ms)), events
+
+
+def thaw_state(state: tuple[Any, ...]) -> list[Machine]:
+    """The vCPUs of a system state, sharing one thawed VM."""
+    vm_state, vcpus = state
+    vm = Vm.thaw(vm_state)
+    return [Machine.thaw_vcpu(v, vm) for v in vcpus]
+
+
 def step(state: tuple[Any, ...], op: Op) -> Transition:
-    """Apply ``op`` to a frozen machine state; the input state is not changed."""
-    m = Machine.thaw(state)
-    apply_op(m, op)
-    return Transition(m.freeze(), tuple(m.log))
+    """Apply ``op`` to a frozen system state; the input state is not changed."""
+    ms = thaw_state(state)
+    i = op.get("vcpu", 0)
+    if not 0 <= i < len(ms):
+        raise SimError(f"vcpu {i}: the VM has {len(ms)} vCPU(s)")
+    m = ms[i]
+    apply_op(m, op, tuple(x for j, x in enumerate(ms) if j != i))
+    events = tuple(ev("vcpu", index=i) for _ in range(1) if len(ms) > 1) + tuple(m.log)
+    return Transition((m.vm.freeze(), tuple(x.freeze_vcpu() for x in ms)), events)
 
 
 class Runner:
-    """Applies operations to one machine, memoising transitions on interned states."""
+    """Applies operations to one VM, memoising transitions on interned states."""
 
-    def __init__(self, kernel: str, **machine_kw: Any) -> None:
-        m = Machine(kernel, **machine_kw)
-        self.initial_events: tuple[Event, ...] = tuple(m.log)
-        m.log = []
+    def __init__(self, kernel: str, vcpus: int = 1, **machine_kw: Any) -> None:
+        state, self.initial_events = new_state(kernel, vcpus, **machine_kw)
+        self.vcpus = vcpus
         self._states: dict[tuple[Any, ...], int] = {}
         self._by_id: list[tuple[Any, ...]] = []
         self._memo: dict[tuple[int, Op], tuple[int, tuple[Event, ...]]] = {}
-        self.sid = self._intern(m.freeze())
+        self.sid = self._intern(state)
         self.memo_hits = 0
 
     def _intern(self, state: tuple[Any, ...]) -> int:
@@ -69,9 +94,12 @@ class Runner:
     def state(self) -> tuple[Any, ...]:
         return self._by_id[self.sid]
 
-    def machine(self) -> Machine:
-        """A fresh mutable copy of the current state (for inspection and drawing)."""
-        return Machine.thaw(self.state)
+    def machine(self, vcpu: int = 0) -> Machine:
+        """A fresh mutable copy of one vCPU (with its VM) for inspection and drawing."""
+        return thaw_state(self.state)[vcpu]
+
+    def machines(self) -> list[Machine]:
+        return thaw_state(self.state)
 
     def apply(self, op: Op) -> tuple[Event, ...]:
         key = (self.sid, op)
@@ -86,9 +114,13 @@ class Runner:
         self.sid = nsid
         return t.events
 
-    def set_sregs(self, *, cr0: int, cr3: int, cr4: int, efer: int) -> tuple[Event, ...]:
-        return self.apply(Op("set_sregs", (("cr0", cr0), ("cr3", cr3), ("cr4", cr4),
-                                           ("efer", efer))))
+    def set_sregs(self, *, cr0: int, cr3: int, cr4: int, efer: int,
+                  vcpu: int = 0) -> tuple[Event, ...]:
+        args: tuple[tuple[str, Any], ...] = (("cr0", cr0), ("cr3", cr3), ("cr4", cr4),
+                                             ("efer", efer))
+        if vcpu:
+            args += (("vcpu", vcpu),)
+        return self.apply(Op("set_sregs", args))
 
 
 def counters_of(events: Any) -> Counter[str]:

@@ -55,7 +55,7 @@ from .cache import (
 )
 from .events import Event, ev
 
-__all__ = ["SpKey", "TdpKey", "PaeRoot", "Nested", "Machine", "SimError", "pt_pages"]
+__all__ = ["SpKey", "TdpKey", "PaeRoot", "Nested", "Vm", "Machine", "SimError", "pt_pages"]
 
 CR0_WP, CR0_PG, CR0_PE = 1 << 16, 1 << 31, 1
 CR4_PAE, CR4_PGE, CR4_PCIDE, CR4_OSXSAVE, CR4_PKE = 1 << 5, 1 << 7, 1 << 17, 1 << 18, 1 << 22
@@ -128,6 +128,28 @@ def pt_pages(footprint_gib: float, level: int) -> int:
     return int(total) + 1 if level >= 2 else 1
 
 
+class Vm:
+    """What the vCPUs of one VM share: the shadow-page hash and the TDP MMU's roots."""
+
+    def __init__(self) -> None:
+        self.sp: dict[SpKey, int] = {}  # shadow page -> root_count
+        self.tdp_roots: list[list[Any]] = []  # [TdpKey, refcount, invalid], list head first
+        self.tdp_empty: frozenset[TdpKey] = frozenset()  # roots whose tree was zapped (5.10)
+        self.zombies = 0
+
+    def freeze(self) -> tuple[Any, ...]:
+        return (tuple(sorted(self.sp.items(), key=_spkey)),
+                tuple(tuple(r) for r in self.tdp_roots), self.tdp_empty, self.zombies)
+
+    @classmethod
+    def thaw(cls, state: tuple[Any, ...]) -> Vm:
+        vm = cls()
+        sps, tdps, vm.tdp_empty, vm.zombies = state
+        vm.sp = dict(sps)
+        vm.tdp_roots = [list(r) for r in tdps]
+        return vm
+
+
 @dataclass
 class Ctx:
     """One ``struct kvm_mmu``: roles plus ``root`` and ``prev_roots``."""
@@ -146,7 +168,8 @@ class Machine:
     def __init__(self, kernel: str | Era, *, tdp: str = "ept", tdp_mmu: bool | None = None,
                  vendor: str | None = None, ept_ad: bool = True, max_tdp_level: int = 4,
                  host_la57: bool = False, maxphyaddr: int = 48,
-                 footprint_gib: float = 1.0, cr0_wp_backport: str = "none") -> None:
+                 footprint_gib: float = 1.0, cr0_wp_backport: str = "none",
+                 vm: Vm | None = None) -> None:
         self.era = resolve(kernel)
         if tdp not in ("none", "ept", "npt"):
             raise SimError(f"tdp: {tdp!r} is not one of none, ept, npt")
@@ -180,10 +203,7 @@ class Machine:
         self.mmu = self.l1_name
         self.walk = self.l1_name
         self.requests: set[str] = set()
-        self.sp: dict[SpKey, int] = {}  # shadow page -> root_count
-        self.tdp_roots: list[list[Any]] = []  # [TdpKey, refcount, invalid], list head first
-        self.tdp_empty: frozenset[TdpKey] = frozenset()  # roots whose tree was zapped (5.10)
-        self.zombies = 0
+        self.vm = vm if vm is not None else Vm()
         self.log: list[Event] = []
         self.running = False
         self.has_run = False  # last_vmentry_cpu != -1
@@ -192,33 +212,73 @@ class Machine:
         self.kvm_init_mmu("kvm_mmu_create")
 
     # ------------------------------------------------------------------ state as a value
-    def freeze(self) -> tuple[Any, ...]:
-        """The whole state as a hashable value (for memoised pure transitions)."""
+    def freeze_vcpu(self) -> tuple[Any, ...]:
+        """This vCPU's own state (everything but the shared VM pages) as a hashable value."""
         return (
             self.era.name, self.host, self.vendor, self.tdp_mmu, self.maxphyaddr,
             self.footprint_gib, self.cr0_wp_backport,
             self.cr0, self.cr3, self.cr4, self.efer, self.smm, self.smm_saved, self.guest_mode,
             self.nested, tuple((n, c.freeze()) for n, c in self.ctx.items()), self.mmu,
-            self.walk, frozenset(self.requests), tuple(sorted(self.sp.items(), key=_spkey)),
-            tuple(tuple(r) for r in self.tdp_roots), self.tdp_empty, self.zombies, self.running,
-            self.has_run, self.pdptrs,
+            self.walk, frozenset(self.requests), self.running, self.has_run, self.pdptrs,
         )
 
+    def freeze(self) -> tuple[Any, ...]:
+        """This vCPU and its VM as a hashable value: a one-vCPU system state
+        ``(VM pages, (vCPU,))`` (see :func:`mmulib.sim.new_state`)."""
+        return (self.vm.freeze(), (self.freeze_vcpu(),))
+
     @classmethod
-    def thaw(cls, state: tuple[Any, ...]) -> Machine:
+    def thaw_vcpu(cls, state: tuple[Any, ...], vm: Vm) -> Machine:
         m = cls.__new__(cls)
         (era, m.host, m.vendor, m.tdp_mmu, m.maxphyaddr, m.footprint_gib, m.cr0_wp_backport,
          m.cr0, m.cr3, m.cr4, m.efer, m.smm, m.smm_saved, m.guest_mode, m.nested, ctxs, m.mmu,
-         m.walk, reqs, sps, tdps, m.tdp_empty, m.zombies, m.running, m.has_run,
-         m.pdptrs) = state
+         m.walk, reqs, m.running, m.has_run, m.pdptrs) = state
         m.era = resolve(era)
         m.ctx = {n: Ctx(r, root, prev) for n, (r, root, prev) in ctxs}
         m.l1_name = next(iter(m.ctx))
         m.requests = set(reqs)
-        m.sp = dict(sps)
-        m.tdp_roots = [list(r) for r in tdps]
+        m.vm = vm
         m.log = []
         return m
+
+    @classmethod
+    def thaw(cls, state: tuple[Any, ...]) -> Machine:
+        """The first vCPU of a system state (the only one when it came from :meth:`freeze`)."""
+        vm, vcpus = state
+        return cls.thaw_vcpu(vcpus[0], Vm.thaw(vm))
+
+    # The VM's pages, reached through the vCPU (several vCPUs may share one Vm).
+    @property
+    def sp(self) -> dict[SpKey, int]:
+        return self.vm.sp
+
+    @sp.setter
+    def sp(self, value: dict[SpKey, int]) -> None:
+        self.vm.sp = value
+
+    @property
+    def tdp_roots(self) -> list[list[Any]]:
+        return self.vm.tdp_roots
+
+    @tdp_roots.setter
+    def tdp_roots(self, value: list[list[Any]]) -> None:
+        self.vm.tdp_roots = value
+
+    @property
+    def tdp_empty(self) -> frozenset[TdpKey]:
+        return self.vm.tdp_empty
+
+    @tdp_empty.setter
+    def tdp_empty(self, value: frozenset[TdpKey]) -> None:
+        self.vm.tdp_empty = value
+
+    @property
+    def zombies(self) -> int:
+        return self.vm.zombies
+
+    @zombies.setter
+    def zombies(self, value: int) -> None:
+        self.vm.zombies = value
 
     # ------------------------------------------------------------------ helpers
     def emit(self, name: str, **fields: Any) -> None:
@@ -301,15 +361,16 @@ class Machine:
         pages = 1 if key in self.tdp_empty else \
             pt_pages(self.footprint_gib, self.era.page.get(key.role, "level"))
         self.tdp_empty -= {key}
-        if v < (5, 18) or e[2]:
-            self.tdp_roots.remove(e)
-            self.emit("kvm_tdp_mmu_free_root", role=key.role, pages_freed=pages,
-                      why="last reference: the whole tree is zapped and freed"
-                      + (" (synchronously)" if v < (5, 18) else " (root was invalid)"))
+        self.tdp_roots.remove(e)
+        if v < (5, 18):
+            self.emit("kvm_tdp_mmu_free_root", role=key.role, pages_freed=pages, where="vcpu",
+                      why="last reference: the whole tree is zapped and freed synchronously")
+        elif e[2]:
+            self.emit("kvm_tdp_mmu_free_root", role=key.role, pages_freed=pages, where="vcpu",
+                      why="last reference to an invalid root (its tree was already zapped)")
         else:
             # 5.18-6.3: the root is marked invalid and zapped by an async worker.
-            self.tdp_roots.remove(e)
-            self.emit("kvm_tdp_mmu_free_root", role=key.role, pages_freed=pages,
+            self.emit("kvm_tdp_mmu_free_root", role=key.role, pages_freed=pages, where="worker",
                       why="last reference: root invalidated, tree zapped by tdp_mmu_zap_wq")
 
     def _put_root(self, hpa: Any, mmu: str) -> None:
@@ -711,9 +772,14 @@ class Machine:
                       why="VMX INIT: registers set through vmx_set_cr0/cr4 (no MMU reset "
                           "with unrestricted guest)")
 
-    def memslot_change(self, kind: str) -> None:
-        """Delete or move a memslot: ``kvm_arch_flush_shadow_memslot``."""
+    def memslot_change(self, kind: str, others: tuple[Machine, ...] = ()) -> None:
+        """Delete or move a memslot: ``kvm_arch_flush_shadow_memslot``.
+
+        ``others`` are the VM's other vCPUs: their roots are renamed with the zapped
+        pages and they get the same request.
+        """
         v = self.era.version
+        everyone = (self, *others)
         self.emit("kvm_arch_flush_shadow_memslot", change=kind)
         # Shadow pages without root references are zapped; referenced roots become invalid.
         for key, count in list(self.sp.items()):
@@ -724,10 +790,11 @@ class Machine:
                 self.zombies += 1
                 z = SpKey(key.gfn, key.role, self.zombies)
                 self.sp[z] = count
-                self._rename_root(key, z)
+                for m in everyone:
+                    m._rename_root(key, z)
         if v < (5, 17):
             # 5.10: kvm_reload_remote_mmus comes before kvm_tdp_mmu_zap_all.
-            self._request_reload()
+            self._request_reload(everyone)
         if self.tdp_mmu:
             for e in list(self.tdp_roots):
                 if e[2]:
@@ -737,7 +804,8 @@ class Machine:
                 if v < (5, 17):
                     # 5.10 kvm_tdp_mmu_zap_all: the SPTEs go, the (empty) roots stay valid.
                     if e[0] not in self.tdp_empty:
-                        self.emit("kvm_tdp_mmu_zap_all", role=e[0].role, pages_freed=pages - 1)
+                        self.emit("kvm_tdp_mmu_zap_all", role=e[0].role, pages_freed=pages - 1,
+                                  where="ioctl")
                         self.tdp_empty |= {e[0]}
                     continue
                 # kvm_tdp_mmu_invalidate_all_roots sets role.invalid; the trees are zapped
@@ -746,19 +814,22 @@ class Machine:
                 e[2] = True
                 freed = 0 if e[0] in self.tdp_empty else pages - 1
                 self.tdp_empty |= {e[0]}
-                self.emit("kvm_tdp_mmu_invalidate_all_roots", role=e[0].role, pages_freed=freed)
+                self.emit("kvm_tdp_mmu_invalidate_all_roots", role=e[0].role, pages_freed=freed,
+                          where="ioctl")
                 if v >= (6, 4):
                     self._put_page(e[0], self.l1_name)
         if v >= (5, 18):
-            self.requests.add("KVM_REQ_MMU_FREE_OBSOLETE_ROOTS")
+            for m in everyone:
+                m.requests.add("KVM_REQ_MMU_FREE_OBSOLETE_ROOTS")
             self.emit("kvm_make_request", request="KVM_REQ_MMU_FREE_OBSOLETE_ROOTS",
                       why="fast zap: free only obsolete roots")
         elif v >= (5, 17):
             # 5.17: roots are invalidated first, then every vCPU is told to reload.
-            self._request_reload()
+            self._request_reload(everyone)
 
-    def _request_reload(self) -> None:
-        self.requests.add("KVM_REQ_MMU_RELOAD")
+    def _request_reload(self, everyone: tuple[Machine, ...]) -> None:
+        for m in everyone:
+            m.requests.add("KVM_REQ_MMU_RELOAD")
         self.emit("kvm_make_request", request="KVM_REQ_MMU_RELOAD",
                   why="fast zap: all vCPUs unload")
 

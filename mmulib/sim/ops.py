@@ -7,7 +7,8 @@ era's kernel path.  Guest operations (``mov_cr0``, ``mov_cr3``, ``mov_cr4``,
 ``wrmsr_efer``, ``rsm``, ``vmlaunch``/``vmrun``) are executed by the running
 guest: the instruction exits to KVM, KVM handles it, and the guest is entered
 again right after.  Userspace operations (``set_sregs``, ``cpuid``, ``init``,
-``memslot``) happen between runs and take effect at the next ``run``.
+``memslot``) happen between runs and take effect at the next ``run``.  Every
+operation may name a ``vcpu`` (default 0) of a VM with several vCPUs.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def parse_op(data: Any, index: int) -> Op:
     if name not in OPS:
         raise RequestError(f"{where}: unknown op {name!r} (known: {', '.join(OPS)})")
     required, optional = OPS[name]
-    unknown = set(data) - {"op", *required, *optional}
+    unknown = set(data) - {"op", "vcpu", *required, *optional}
     if unknown:
         raise RequestError(f"{where} ({name}): unknown key(s) {', '.join(sorted(unknown))}")
     args: list[tuple[str, Any]] = []
@@ -88,13 +89,20 @@ def parse_op(data: Any, index: int) -> Op:
             args.append((key, value))
         else:
             args.append((key, parse_int(value, f"{where} ({name}) {key}")))
+    if "vcpu" in data:
+        vcpu = parse_int(data["vcpu"], f"{where} ({name}) vcpu")
+        if vcpu:
+            args.append(("vcpu", vcpu))
     if name == "vmlaunch" and dict(args)["ept_level"] not in (4, 5):
         raise RequestError(f"{where} (vmlaunch): ept_level must be 4 or 5")
     return Op(name, tuple(args))
 
 
-def apply_op(m: Machine, op: Op) -> None:
-    """Run ``op`` on ``m`` (appending to ``m.log``); raise on an impossible op."""
+def apply_op(m: Machine, op: Op, others: tuple[Machine, ...] = ()) -> None:
+    """Run ``op`` on ``m`` (appending to ``m.log``); raise on an impossible op.
+
+    ``others`` are the VM's other vCPUs (a memslot change reaches all of them).
+    """
     a = dict(op.args)
     name = op.name
     if name == "run":
@@ -151,7 +159,7 @@ def apply_op(m: Machine, op: Op) -> None:
         m.running = False
         return
     elif name == "memslot":
-        m.memslot_change(a["change"])
+        m.memslot_change(a["change"], others)
         m.running = False
         return
     # The guest (or L2/L1 after a nested transition) is entered again.

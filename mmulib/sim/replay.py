@@ -10,7 +10,9 @@ Optional top-level keys: ``vendor`` ("vmx"/"svm"; default from ``tdp``),
 ``cr0_wp_backport`` ("none", "no_unload", "full": the 6.4 CR0.WP fix backported),
 ``ept_ad``, ``max_tdp_level``, ``host_la57``, ``maxphyaddr``,
 ``footprint_gib`` (guest memory mapped by a TDP tree, for teardown counts).
-``sregs`` is applied with ``KVM_SET_SREGS`` before the first op.  The whole
+``vcpus`` (default 1) makes a VM of several vCPUs sharing shadow pages and
+TDP MMU roots; each op may name its ``vcpu``.  ``sregs`` is applied with
+``KVM_SET_SREGS`` to every vCPU before the first op.  The whole
 script is validated and run before anything is reported: an invalid op
 raises :class:`ReplayError` naming its index and the rule, and no partial
 result is returned.
@@ -35,7 +37,8 @@ from .ops import Op, parse_op
 __all__ = ["ReplayError", "ReplayResult", "load_script", "run_script", "summary", "final_state"]
 
 _TOP = {"kernel", "tdp", "tdp_mmu", "vendor", "sregs", "ops", "ept_ad", "max_tdp_level",
-        "host_la57", "maxphyaddr", "footprint_gib", "cr0_wp_backport", "name", "description"}
+        "host_la57", "maxphyaddr", "footprint_gib", "cr0_wp_backport", "vcpus", "name",
+        "description"}
 
 
 class ReplayError(ValueError):
@@ -115,7 +118,14 @@ def run_script(script: dict[str, Any], kernel: str | None = None) -> ReplayResul
         if not isinstance(ops_data, list) or not ops_data:
             raise ReplayError("'ops' must be a non-empty list")
         ops = tuple(parse_op(o, i) for i, o in enumerate(ops_data))
-        runner = Runner(str(kernel), **_machine_kwargs(script))
+        vcpus = parse_int(script.get("vcpus", 1), "vcpus")
+        if not 1 <= vcpus <= 64:
+            raise ReplayError(f"vcpus: {vcpus} is not between 1 and 64")
+        for i, op in enumerate(ops):
+            if op.get("vcpu", 0) >= vcpus:
+                raise ReplayError(f"op {i} ({op.name}): vcpu {op.get('vcpu')} but the VM has "
+                                  f"{vcpus} vCPU(s)")
+        runner = Runner(str(kernel), vcpus=vcpus, **_machine_kwargs(script))
         sregs = script.get("sregs")
         if sregs is not None:
             if not isinstance(sregs, dict) or set(sregs) - {"cr0", "cr3", "cr4", "efer"}:
@@ -128,7 +138,8 @@ def run_script(script: dict[str, Any], kernel: str | None = None) -> ReplayResul
                             maxphyaddr=m.maxphyaddr)
             except InvalidStateError as exc:
                 raise ReplayError(f"sregs: {exc}") from None
-            runner.set_sregs(**vals)
+            for v in range(vcpus):
+                runner.set_sregs(**vals, vcpu=v)
     except (RequestError, UnknownReleaseError, SimError, LayoutError) as exc:
         raise ReplayError(str(exc)) from None
     per_op = []
@@ -137,7 +148,11 @@ def run_script(script: dict[str, Any], kernel: str | None = None) -> ReplayResul
             per_op.append(runner.apply(op))
         except (InvalidStateError, SimError, RequestError) as exc:
             raise ReplayError(f"op {i} ({op.name}): {exc}") from None
-    return ReplayResult(str(kernel), era.name, ops, tuple(per_op), final_state(runner.machine()))
+    machines = runner.machines()
+    final = final_state(machines[0])
+    if len(machines) > 1:
+        final["vcpus"] = [final_state(m) for m in machines]
+    return ReplayResult(str(kernel), era.name, ops, tuple(per_op), final)
 
 
 def final_state(m: Machine) -> dict[str, Any]:
