@@ -6,10 +6,11 @@
 VENV ?= .venv
 LAB_ARGS ?=
 PYTEST_ARGS ?=
+DOCS_ARGS ?=
 # Jupyter refuses to run as root unless told to; CI machines and fresh containers are root.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: lab test lint setup setup-test
+.PHONY: lab test lint setup setup-test docs
 
 lab:
 	bash scripts/setup.sh lab
@@ -31,3 +32,7 @@ setup-test:
 
 setup:
 	bash scripts/setup.sh lab
+
+# The static docs site (site/): every chapter executed, widget state embedded, a Binder link per page.
+docs: setup
+	$(VENV)/bin/python scripts/build_docs.py $(DOCS_ARGS)

@@ -94,6 +94,8 @@ def _build_parser() -> _Parser:
     rp.add_argument("--kernel", default=None, help="override the script's kernel")
     rp.add_argument("--json", action="store_true")
 
+    sub.add_parser("doctor", help="is this machine ready for the notebooks? (exit 1 if not)")
+
     s = sub.add_parser("sweep", help="compare two eras over every valid input (refactoring check)")
     s.add_argument("--from", dest="era_from", default="5.18")
     s.add_argument("--to", dest="era_to", default="5.19")
@@ -264,8 +266,14 @@ def _cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
+    from .doctor import main as doctor_main
+
+    return doctor_main(out=out)
+
+
 _COMMANDS = {"eras": _cmd_eras, "decode": _cmd_decode, "roles": _cmd_roles, "sweep": _cmd_sweep,
-             "replay": _cmd_replay}
+             "replay": _cmd_replay, "doctor": _cmd_doctor}
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
