@@ -161,7 +161,11 @@ def kvm_tdp_mmu_zap_all(tree: TdpTree, era: str | TdpEra = "5.10",
 
 
 def kvm_tdp_mmu_free_root(tree: TdpTree, era: str | TdpEra = "5.10") -> ZapResult:
-    """5.10's last-reference teardown: zap everything without yielding, free the root page."""
+    """5.10's last-reference teardown: zap everything without yielding, free the root page.
+
+    5.15 does the same in ``kvm_tdp_mmu_put_root`` (then frees the root after an RCU grace
+    period), sometimes under the read side of ``mmu_lock``; the model always zaps exclusively.
+    """
     root = tree.root
     if root is None:
         raise ValueError("the root is already freed")
