@@ -133,3 +133,11 @@ def test_frozen_leaf_slot_is_left_alone() -> None:
 def test_unknown_era_is_refused() -> None:
     with pytest.raises(ValueError, match=r"modelled: 5.10, 5.12, 5.15"):
         tdp_era("6.4")
+
+
+def test_levels_and_gfns_outside_the_tree_are_refused() -> None:
+    with pytest.raises(ValueError, match="level must be 1"):
+        kvm_tdp_mmu_map(TdpTree(), 0, level=4)
+    with pytest.raises(ValueError, match="beyond what a 4-level root maps"):
+        kvm_tdp_mmu_map(TdpTree(), 1 << 36)
+    assert kvm_tdp_mmu_map(TdpTree(root_level=5), 1 << 36).installed

@@ -100,6 +100,10 @@ def kvm_tdp_mmu_map(tree: TdpTree, gfn: int, level: int = PG_LEVEL_4K, pfn: int 
         race: 5.12+ only: another thread's store before each cmpxchg (see mmu.Race).
     """
     e = tdp_era(era)
+    if level not in (1, 2, 3):
+        raise ValueError(f"level must be 1 (4K), 2 (2M) or 3 (1G), not {level!r}")
+    if not 0 <= gfn < 1 << (9 * tree.root_level):
+        raise ValueError(f"gfn {gfn:#x} is beyond what a {tree.root_level}-level root maps")
     pfn = gfn if pfn is None else pfn
     pfn &= ~(KVM_PAGES_PER_HPAGE(level) - 1)
     work, path = Work(), []
