@@ -17,6 +17,12 @@ From 6.4, with TDP, the guest may own CR0.WP (no VM exit) and KVM copies it
 into ``cpu_role.base.cr0_wp`` lazily, at the next permission check
 (``kvm_mmu_refresh_passthrough_bits``).  The table shows the value KVM will
 use, marks it "lazy", and gives the stored value in a note.
+
+Node ids are the kernel's names (``base_role``, ``mmu_role`` or ``cpu_role``;
+``root_role``, or ``root_page_role`` before 5.19).  Each value cell has the id
+``<node>.<part>.<field>`` (``cpu_role.base.cr0_wp``, ``root_role.cr0_wp``,
+``root_page_role.extra.root_level``), which Graphviz writes into the SVG as
+``<g id="a_cpu_role.base.cr0_wp">``, and the field's meaning as its tooltip.
 """
 
 from __future__ import annotations
@@ -31,8 +37,8 @@ from ..sim.machine import Machine
 from . import style
 from .dot import Dot, Html, cell, esc, row, table
 
-__all__ = ["RoleSide", "RoleView", "FIELD_DOC", "role_view", "role_changes", "changed_inputs",
-           "cause_of", "roles_dot"]
+__all__ = ["RoleSide", "RoleView", "FIELD_DOC", "EXT_DOC", "role_view", "role_changes",
+           "changed_inputs", "cause_of", "roles_dot"]
 
 FIELD_DOC: dict[str, str] = {
     "level": "paging level of the table (0: guest paging off; roots are 4 or 5)",
@@ -71,6 +77,9 @@ FIELD_DOC: dict[str, str] = {
     "last_nonleaf_level": "lowest level whose entries can point to a table",
 }
 """One line per field, shown as the cell's tooltip (wording from the glossary)."""
+
+EXT_DOC: dict[str, str] = {"cr4_pae": "CR4.PAE: guest PTEs are 8 bytes"}
+"""Where an extended-role field means something else than the page-role field of that name."""
 
 # Register bits (and modes) whose change can change each field.
 _SOURCES: dict[str, tuple[str, ...]] = {
@@ -321,7 +330,7 @@ def _field_row(union: str, part: str, field: str, bits: str, value: int,
     if change is not None:
         why = f"{cause_of(field, inputs, cause) or '?'} (was {change.old})"
     shown = f"{value} lazy" if lazy is not None else str(value)
-    tip = FIELD_DOC.get(field, field)
+    tip = (EXT_DOC if part == "ext" else {}).get(field) or FIELD_DOC.get(field, field)
     return row(cell(field, align="left", bgcolor=colour), cell(bits, bgcolor=colour),
                cell(shown, id=cell_id, href=style.CELL_HREF, tooltip=f"{field}: {tip}",
                     bgcolor=colour),

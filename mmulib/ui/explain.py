@@ -3,7 +3,9 @@
 Pure Python, built from the step's events and the machines before and after
 it, e.g. ``"CR0.WP 1→0: mmu_role.base.cr0_wp changed, the root page role
 changed (cr0_wp); 5.17 runs kvm_mmu_reset_context (from kvm_post_set_cr0),
-drops its 1 root and builds a new one at the next VM entry."``
+drops its root, tears down 515 TDP page-table pages and builds a new root at
+VM entry."``  Roots are counted over every context's ``root`` and
+``prev_roots``; "drops" counts the roots ``kvm_mmu_free_roots`` freed.
 
 >>> from mmulib.ui.session import Session
 >>> s = Session("6.4", tdp="npt")

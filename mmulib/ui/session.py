@@ -2,9 +2,10 @@
 
 Pure Python (no ipywidgets), so the panel's logic is testable without a
 browser and :mod:`mmulib.show` can use it.  A :class:`Session` holds the
-current frozen machine state of :mod:`mmulib.sim` and the steps that led
-there.  Each control of the panel is one method that builds one simulator
-operation:
+current frozen system state of :mod:`mmulib.sim` (one VM, one vCPU:
+:func:`~mmulib.sim.new_state`, :func:`~mmulib.sim.step`,
+:func:`~mmulib.sim.thaw_state`) and the steps that led there.  Each control
+of the panel is one method that builds one simulator operation:
 
 * a register switch while the guest runs is the guest's own instruction
   (``mov_cr0``, ``mov_cr4``, ``wrmsr_efer``): it exits to KVM (or, for CR0.WP
@@ -35,7 +36,7 @@ from typing import Any
 
 from ..regs import CR0_BITS, CR4_BITS, EFER_BITS, InvalidStateError, effective_efer
 from ..request import RequestError
-from ..sim import Machine, Op, SimError, counters_of, parse_op, step
+from ..sim import Machine, Op, SimError, counters_of, new_state, parse_op, step, thaw_state
 from ..sim.events import Event
 from ..sim.replay import summary
 
@@ -70,8 +71,8 @@ def address_space_cr3(n: int) -> int:
 
 @functools.lru_cache(maxsize=128)
 def machine_of(state: tuple[Any, ...]) -> Machine:
-    """The machine of a frozen state (shared and cached: do not modify it)."""
-    return Machine.thaw(state)
+    """The (first) vCPU of a frozen system state (shared and cached: do not modify it)."""
+    return thaw_state(state)[0]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -139,11 +140,11 @@ class Session:
 
     def _start(self, config: Config) -> None:
         try:
-            m = Machine(config.kernel, **config.machine_kwargs())
+            state, _ = new_state(config.kernel, **config.machine_kwargs())
         except SimError as exc:
             raise Refused(f"configure {config.kernel}", str(exc)) from None
         self.config = config
-        self.state: tuple[Any, ...] = m.freeze()
+        self.state: tuple[Any, ...] = state
         self.steps: list[Step] = []
         self.apply(parse_op({"op": "set_sregs", **self.sregs}, 0), "KVM_SET_SREGS")
         self.apply(parse_op({"op": "run"}, 0), "VM entry")
