@@ -5,9 +5,9 @@ The expected role words are worked out by hand from the 6.18/6.19 rules
 ``mmu_alloc_root``, ``mmu_alloc_direct_roots`` and ``mmu_alloc_shadow_roots`` in
 ``arch/x86/kvm/mmu/mmu.c``, 6.19 tree).  Role bits (``union kvm_mmu_page_role``, 6.18):
 level 3:0, has_4_byte_gpte 4, quadrant 6:5, direct 7, access 10:8, efer_nx 12, cr0_wp 13,
-smep_andnot_wp 14, smm 31:24.  For shadow paging ``root_role`` is ``cpu_role.base`` with
-``level = max(level, 3)`` and ``efer_nx = 1``, and each root page is ``root_role`` with the
-level and quadrant of ``mmu_alloc_root``.
+smep_andnot_wp 14, smap_andnot_wp 15, smm 31:24.  For shadow paging ``root_role`` is
+``cpu_role.base`` with ``level = max(level, 3)`` and ``efer_nx = 1``, and each root page is
+``root_role`` with the level and quadrant of ``mmu_alloc_root``.
 
 The scenarios are for shadow paging (what kvm_pvm, or kvm_intel/kvm_amd with ept/npt off,
 runs); on an EPT/NPT host KVM's roots do not follow the guest's CR3, and those tests say so
@@ -20,10 +20,10 @@ import ctypes
 
 import pytest
 
-from mmulib.live import LiveUnavailable, preflight
+from mmulib.live import LiveUnavailable, guest_features, preflight
 from mmulib.live.guest import STEP_PORT, load_segments
 from mmulib.live.kvmapi import KVM_CAP_NR_MEMSLOTS, Kvm, KvmRegs
-from mmulib.live.probe import run_script
+from mmulib.live.probe import cpuid_diff, run_script
 
 pytestmark = pytest.mark.kvm
 
@@ -33,6 +33,7 @@ CR0_WP = 1 << 13          # role.cr0_wp
 DIRECT = 1 << 7           # role.direct
 GPTE4 = 1 << 4            # role.has_4_byte_gpte
 SMEP_ANDNOT_WP = 1 << 14  # role.smep_andnot_wp
+SMAP_ANDNOT_WP = 1 << 15  # role.smap_andnot_wp
 SMM = 1 << 24             # role.smm = 1
 
 # A 64-bit guest (CR0.PG, CR4.PAE, EFER.LMA): cpu_role level 4, so the root is level 4.
@@ -233,15 +234,38 @@ def test_smm_runs_or_is_reported_not_supported(shadow):
 
 def test_cr4_smep_runs_or_is_reported_not_supported(shadow):
     r = run_script({"sregs": {**SHADOW_64, "cr0": "0x80000011"},
-                    "ops": [{"op": "run"}, {"op": "mov_cr4", "value": "0x100020"}]})
+                    "ops": [{"op": "run"}, {"op": "mov_cr4", "value": "0x100020"},
+                            {"op": "mov_cr4", "value": "0x300020"},
+                            {"op": "mov_cr0", "value": "0x80010011"}]})
     assert r.steps[0].records == [rec(0x102, ROOT64_NOWP, True)]
     if not r.features.smep:
         assert (r.steps[1].status, r.steps[1].reason) == (
-            "unsupported", "not supported on this host: CR4.SMEP needs a CPU feature that this "
-                           "host's KVM_GET_SUPPORTED_CPUID does not offer")
+            "unsupported", "not supported on this host: CR4.SMEP needs a CPU feature that the "
+                           "guest's CPUID lacks (as KVM holds it after KVM_SET_CPUID2 from "
+                           "KVM_GET_SUPPORTED_CPUID)")
         return
     # SMEP with WP = 0: smep_andnot_wp = 1, a different root
     assert r.steps[1].records == [rec(0x102, ROOT64_NOWP | SMEP_ANDNOT_WP, True)]
+    assert r.steps[1].regs["cr4"] == 0x100020
+    if not r.features.smap:
+        assert r.steps[2].status == "unsupported" and "CR4.SMAP" in r.steps[2].reason
+        return
+    # SMAP too: smap_andnot_wp = 1; then WP = 1 clears both *_andnot_wp bits
+    assert r.steps[2].records == [rec(0x102, ROOT64_NOWP | SMEP_ANDNOT_WP | SMAP_ANDNOT_WP,
+                                      True)]
+    assert r.steps[3].records == [rec(0x102, ROOT64_WP, True)]
+
+
+def test_the_cpuid_kvm_holds_is_read_back_and_decides_the_features(shadow):
+    with Kvm() as kvm:
+        supported = kvm.supported_cpuid()
+        vm = kvm.create_vm()
+        vcpu = vm.create_vcpu()
+        vcpu.set_cpuid(supported)
+        held = vcpu.get_cpuid()
+    r = run_script({"sregs": SHADOW_64, "ops": [{"op": "run"}]})
+    assert r.features == guest_features(held)
+    assert r.cpuid_changed == cpuid_diff(supported, held)
 
 
 def test_cpuid_memslot_and_ops_the_probe_cannot_drive(shadow):

@@ -53,7 +53,7 @@ from .kvmapi import KVM_CAP_X86_SMM, KVM_DEVICE, CpuidEntry, GuestMemory, Kvm, K
 from .records import TRACE_EVENTS, split_records
 from .tracing import TraceSession
 
-__all__ = ["StepResult", "LiveResult", "run_script", "UNSUPPORTED", "REGS"]
+__all__ = ["StepResult", "LiveResult", "run_script", "cpuid_diff", "UNSUPPORTED", "REGS"]
 
 UNSUPPORTED = "not supported on this host: "
 REGS = ("cr0", "cr3", "cr4", "efer")
@@ -67,6 +67,7 @@ _SPARE_GPA = (0x40000000, 0x40100000)
 _MODE_NAMES = {None: "paging off", "2level": "32-bit 2-level paging", "pae": "PAE paging",
                "4level": "4-level paging", "5level": "5-level paging"}
 _MAX_EXITS = 64
+_ALL_FEATURES = GuestFeatures()
 _CR0_PE, _CR0_PG, _EFER_LME, _EFER_LMA = 1 << 0, 1 << 31, 1 << 8, 1 << 10
 
 
@@ -92,22 +93,35 @@ class StepResult:
 
 @dataclass
 class LiveResult:
-    """A whole script on the host: the host, what its guests get, the set-up, every op."""
+    """A whole script on the host: the host, what its guests get, the set-up, every op.
+
+    ``features`` are those of the CPUID the vCPU holds after KVM_SET_CPUID2 (read back with
+    KVM_GET_CPUID2), which is what KVM checks CR4 and EFER against; ``cpuid_changed`` lists
+    every register of that CPUID which differs from what was set.
+    """
 
     host: HostBackend
     features: GuestFeatures
     smm: bool
     initial: StepResult
     steps: list[StepResult]
+    cpuid_changed: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"host": {**asdict(self.host), "kernel": self.host.kernel, "tdp": self.host.tdp},
                 "features": asdict(self.features), "smm": self.smm,
-                "initial": asdict(self.initial), "steps": [asdict(s) for s in self.steps]}
+                "cpuid_changed": self.cpuid_changed, "initial": asdict(self.initial),
+                "steps": [asdict(s) for s in self.steps]}
 
 
 def _lacking(features: GuestFeatures, cr4: int | None, efer: int | None) -> str | None:
-    """Why the host cannot hold CR4/EFER: bits reserved only for want of a CPUID feature."""
+    """Why the host refused CR4/EFER, if bits are reserved only for want of a CPUID feature.
+
+    >>> _lacking(GuestFeatures(smep=False), 0x100020, 0xd00)[:33]
+    'CR4.SMEP needs a CPU feature that'
+    >>> _lacking(GuestFeatures(), 0x100020, 0xd00) is None
+    True
+    """
     full = GuestFeatures()
     names = []
     if cr4 is not None:
@@ -118,8 +132,8 @@ def _lacking(features: GuestFeatures, cr4: int | None, efer: int | None) -> str 
         names += [f"EFER.{n}" for n in bit_names("EFER", bits)]
     if not names:
         return None
-    return (f"{', '.join(names)} needs a CPU feature that this host's KVM_GET_SUPPORTED_CPUID "
-            "does not offer")
+    return (f"{', '.join(names)} needs a CPU feature that the guest's CPUID lacks (as KVM "
+            "holds it after KVM_SET_CPUID2 from KVM_GET_SUPPORTED_CPUID)")
 
 
 def _predict(regs: dict[str, int], op: Op) -> dict[str, int]:
@@ -139,8 +153,10 @@ def _predict(regs: dict[str, int], op: Op) -> dict[str, int]:
 
 
 def _kvm_verdict(op: Op, cur: dict[str, int], want: dict[str, int], cs_l: bool,
-                 features: GuestFeatures, phys: int) -> str | None:
-    """Why KVM itself refuses ``op`` (by :mod:`mmulib.regs`), or None if it accepts it."""
+                 phys: int) -> str | None:
+    """Why KVM refuses ``op`` whatever the CPU (by :mod:`mmulib.regs`, with every CPUID
+    feature present), or None if a KVM with the features would accept it."""
+    features = _ALL_FEATURES
     try:
         if op.name in ("set_sregs", "initial"):
             check_state(want["cr0"], want["cr4"], want["efer"], cr3=want["cr3"],
@@ -159,6 +175,25 @@ def _kvm_verdict(op: Op, cur: dict[str, int], want: dict[str, int], cs_l: bool,
     return None
 
 
+def cpuid_diff(given: list[CpuidEntry], held: list[CpuidEntry]) -> list[str]:
+    """Every CPUID register that KVM_SET_CPUID2 did not keep, e.g.
+    ``"CPUID.(EAX=7,ECX=0).EBX: set 0x1800002, KVM holds 0xf1bf03ab"``."""
+    def key(e: CpuidEntry) -> tuple[int, int]:
+        return (e.function, e.index)
+
+    have = {key(e): e for e in held}
+    out = []
+    for e in given:
+        h = have.get(key(e))
+        for reg in ("eax", "ebx", "ecx", "edx"):
+            a, b = getattr(e, reg), (None if h is None else getattr(h, reg))
+            if a != b:
+                now = "nothing" if b is None else f"{b:#x}"
+                out.append(f"CPUID.(EAX={e.function:#x},ECX={e.index}).{reg.upper()}: set "
+                           f"{a:#x}, KVM holds {now}")
+    return out
+
+
 def _changed(want: dict[str, int], got: dict[str, int], keys: tuple[str, ...]
              ) -> dict[str, dict[str, int]]:
     return {k: {"requested": want[k], "read back": got[k]} for k in keys if want[k] != got[k]}
@@ -170,7 +205,7 @@ class _Executor:
     def __init__(self, vm: Vm, vcpu: Vcpu, trace: TraceSession, ops: list[Op],
                  cpuid: list[CpuidEntry], smm: bool, start: dict[str, int]) -> None:
         self.vm, self.vcpu, self.trace, self.ops = vm, vcpu, trace, ops
-        self.cpuid, self.smm = cpuid, smm
+        self.cpuid, self.smm = cpuid, smm          # the vCPU's CPUID, as KVM holds it
         self.features, self.phys = guest_features(cpuid), maxphyaddr(cpuid)
         # The program: one block per op that enters the guest, assembled for the code size
         # the op's instruction is decoded with: 16-bit in real mode, otherwise the size of
@@ -206,24 +241,21 @@ class _Executor:
 
     def set_sregs(self, want: dict[str, int], res: StepResult, op: Op) -> None:
         """KVM_SET_SREGS with flat segments; classify a failure or a silent change."""
-        why = _lacking(self.features, want["cr4"], want["efer"])
-        if why:
-            res.status, res.reason = "unsupported", UNSUPPORTED + why
-            return
         self.tables.ensure(want["cr0"], want["cr3"], want["cr4"], want["efer"])
         s = self.vcpu.get_sregs()
         for r in REGS:
             setattr(s, r, want[r])
         load_segments(s, code_bits(want["cr0"], want["efer"]))
-        verdict = _kvm_verdict(op, want, want, False, self.features, self.phys)
         try:
             self.vcpu.set_sregs(s)
         except HostRefused as exc:
+            verdict = _kvm_verdict(op, want, want, False, self.phys)
             if verdict:
                 res.status, res.reason = "refused", f"{exc} ({verdict})"
             else:
+                why = _lacking(self.features, want["cr4"], want["efer"])
                 res.status = "unsupported"
-                res.reason = UNSUPPORTED + f"{exc} for a state KVM accepts"
+                res.reason = UNSUPPORTED + (why or f"{exc} for a state KVM accepts")
             return
         got = self.regs()
         res.changed = _changed(want, got, REGS)
@@ -246,12 +278,6 @@ class _Executor:
                 res.reason = UNSUPPORTED + "KVM_CAP_X86_SMM is 0 (this KVM offers no SMM)"
                 return
             self.vcpu.smi()
-        elif op.name in ("mov_cr4", "wrmsr_efer"):
-            why = _lacking(self.features, want["cr4"] if op.name == "mov_cr4" else None,
-                           dict(op.args)["value"] if op.name == "wrmsr_efer" else None)
-            if why:
-                res.status, res.reason = "unsupported", UNSUPPORTED + why
-                return
         self.tables.ensure(want["cr0"], want["cr3"], want["cr4"], want["efer"])
         ex = self._run()
         res.exit = str(ex)
@@ -260,14 +286,17 @@ class _Executor:
                 key = "efer" if op.name == "wrmsr_efer" else op.name[4:]
                 res.changed = _changed(want, self.regs(), (key,))
             return
-        verdict = _kvm_verdict(op, cur, want, cs_l, self.features, self.phys)
+        verdict = _kvm_verdict(op, cur, want, cs_l, self.phys)
         if ex.name == "SHUTDOWN" and op.name in _GUEST_OPS and verdict:
             res.status, res.reason = "refused", f"the guest's {op.name} raised #GP ({verdict})"
         elif ex.name == "SHUTDOWN" and op.name in _GUEST_OPS:
             res.status = "unsupported"
+            why = _lacking(self.features, want["cr4"] if op.name == "mov_cr4" else None,
+                           dict(op.args)["value"] if op.name == "wrmsr_efer" else None)
             mode = _MODE_NAMES[paging_mode(want["cr0"], want["cr4"], want["efer"])]
-            res.reason = UNSUPPORTED + (f"the guest's {op.name} to {op.get('value'):#x} ({mode})"
-                                        " raised an exception although KVM accepts the write")
+            res.reason = UNSUPPORTED + (why or (
+                f"the guest's {op.name} to {op.get('value'):#x} ({mode}) raised an exception "
+                "although KVM accepts the write"))
         else:
             res.status, res.reason = "unsupported", UNSUPPORTED + f"the guest stopped with {ex}"
 
@@ -344,10 +373,11 @@ def run_script(script: dict[str, Any], *, device: str = KVM_DEVICE) -> LiveResul
             smm = vm.check_extension(KVM_CAP_X86_SMM) > 0
             vcpu = vm.create_vcpu()
             vcpu.set_cpuid(cpuid)
+            held = vcpu.get_cpuid()
             reset = {r: int(getattr(vcpu.get_sregs(), r)) for r in REGS}
             start = {r: parse_int(sregs[r], f"sregs.{r}") if r in sregs else reset[r]
                      for r in REGS}
-            ex = _Executor(vm, vcpu, trace, ops, cpuid, smm, start)
+            ex = _Executor(vm, vcpu, trace, ops, held, smm, start)
             initial = StepResult(-1, {"op": "sregs", **{r: hex(v) for r, v in start.items()}})
             ex.set_sregs(start, initial, Op("initial"))
             regs = vcpu.get_regs()
@@ -374,4 +404,4 @@ def run_script(script: dict[str, Any], *, device: str = KVM_DEVICE) -> LiveResul
                 steps.append(res)
                 if res.status in ("unsupported", "refused"):
                     stopped = f"op {i} ({op.name}) was {res.status}"
-            return LiveResult(host, ex.features, smm, initial, steps)
+            return LiveResult(host, ex.features, smm, initial, steps, cpuid_diff(cpuid, held))
