@@ -29,4 +29,14 @@ __all__ = [
     "FieldChange",
     "Role",
     "decode",
+    "show",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``mmulib.show`` is loaded on first use (drawing helpers; it imports no Jupyter package)."""
+    if name == "show":
+        import importlib
+
+        return importlib.import_module(".show", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
