@@ -1,7 +1,9 @@
 """The control panel and its views (ipywidgets), loaded only when used.
 
->>> from mmulib.ui import Panel          # doctest: +SKIP
->>> Panel(kernel="6.4", tdp="ept")       # doctest: +SKIP
+In a notebook::
+
+    from mmulib.ui import Panel
+    Panel(kernel="6.4", tdp="ept")
 
 Also here: :class:`EraComparison` (two releases, the same clicks) and
 :class:`~mmulib.ui.tdp.TdpExplorer` (the TDP MMU tree explorer).

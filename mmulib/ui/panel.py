@@ -1,7 +1,9 @@
 """The control panel: switches for the vCPU's state, and drawings that follow every click.
 
->>> from mmulib.ui import Panel            # doctest: +SKIP
->>> Panel(kernel="6.4", tdp="ept")         # doctest: +SKIP
+In a notebook::
+
+    from mmulib.ui import Panel
+    Panel(kernel="6.4", tdp="ept")
 
 One :class:`Panel` composes small builders (:mod:`mmulib.ui.controls`), one or
 two :class:`~mmulib.ui.session.Session` s (the simulator with history), the

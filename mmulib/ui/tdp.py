@@ -5,8 +5,10 @@ filling a tree, a zap clearing it); this module only shows them: the caption
 as text, the drawing as SVG.  Without Graphviz's ``dot`` the drawing is
 replaced by the install hint and the DOT text, so the explorer still works.
 
->>> from mmulib.ui.tdp import TdpExplorer   # doctest: +SKIP
->>> TdpExplorer()                           # doctest: +SKIP
+In a notebook::
+
+    from mmulib.ui.tdp import TdpExplorer
+    TdpExplorer()
 """
 
 from __future__ import annotations
