@@ -1,9 +1,18 @@
 """Era comparisons: one workload on every era, as a table and a matplotlib chart.
 
 >>> cmp = compare_eras("cr0_wp_storm", metric="tdp_roots_allocated", toggles=100,
-...                    eras=["5.10", "6.4"], configs=["legacy", "tdp_mmu"], chart=False)
+...                    eras=["5.10", "5.19", "6.4"], configs=["legacy", "tdp_mmu"], chart=False)
 >>> [(str(r["era"]), float(r["legacy"]), float(r["tdp_mmu"])) for r in cmp.table]
-[('5.10', 0.0, 100.0), ('6.4', 0.0, 0.0)]
+[('5.10', 0.0, 50.0), ('5.19', 0.0, 0.0), ('6.4', 0.0, 0.0)]
+
+The storm runs on a two-vCPU guest by default (one WP=0 tree per open/close window
+before 5.19, none after); ``vcpus=1`` is the single-vCPU VM, where every toggle
+frees the only root until 6.4:
+
+>>> cmp = compare_eras("cr0_wp_storm", metric="tdp_roots_allocated", toggles=100, vcpus=1,
+...                    eras=["5.10", "5.19", "6.4"], configs=["tdp_mmu"], chart=False)
+>>> [(str(r["era"]), float(r["tdp_mmu"])) for r in cmp.table]
+[('5.10', 100.0), ('5.19', 100.0), ('6.4', 0.0)]
 
 matplotlib is imported only when a chart is drawn, and the chart is a bare
 :class:`matplotlib.figure.Figure` (no pyplot state): Jupyter displays it, and

@@ -1,15 +1,33 @@
 """Built-in workloads: operation loops run through the simulator on every era.
 
-A :class:`Workload` is a prologue (puts the vCPU in its starting state, not
+A :class:`Workload` is a prologue (puts the vCPUs in their starting state, not
 counted) and a body repeated ``repeats`` times (counted).  :func:`run` drives
 one era and configuration and returns a :class:`Tally`; :func:`table` does it
 for every era and returns a numpy structured array, one row per (era, config),
 with the counters of :data:`COLUMNS` and the cycles the cost model
 (:mod:`mmulib.sim.cost`) puts on them.
 
->>> t = table(cr0_wp_storm(toggles=4), eras=["5.10", "6.4"], configs=["tdp_mmu"])
+>>> t = table(cr0_wp_storm(toggles=4, vcpus=1), eras=["5.10", "6.4"], configs=["tdp_mmu"])
 >>> [(str(r["era"]), int(r["reset_context"]), int(r["tdp_roots_allocated"])) for r in t]
 [('5.10', 4, 4), ('6.4', 0, 0)]
+
+Several vCPUs: every builder takes ``vcpus`` (one VM whose vCPUs share the
+shadow pages and the TDP MMU roots; the CR0.WP storm defaults to
+:data:`GUEST_VCPUS`, the others to 1) and, but for ``memslot_change``,
+``interleave``, the deterministic order in which the vCPUs' copies of the body
+run: ``"body"`` (vCPU 0's whole body, then vCPU 1's, …) or ``"op"`` (one
+operation of each vCPU in turn).  In the
+CR0.WP storm every vCPU's kernel clears and sets WP; with ``"body"`` no two
+vCPUs are ever between their clear and their set at the same time, with
+``"op"`` every vCPU clears, then every vCPU sets.  The storm is the one
+workload whose count is the VM's total (``toggles``); the others count body
+repeats, which every vCPU does.  With two vCPUs a 5.10 TDP MMU tree lives only
+as long as one vCPU's WP=0 window, and from 5.19 the other vCPU's reference
+keeps the only root alive through every toggle:
+
+>>> t = table(cr0_wp_storm(toggles=4, vcpus=2), eras=["5.10", "5.19"], configs=["tdp_mmu"])
+>>> [(str(r["era"]), int(r["tdp_roots_allocated"]), int(r["roots_reused"])) for r in t]
+[('5.10', 2, 2), ('5.19', 0, 4)]
 
 Long loops are cheap because the body is periodic: the :class:`~mmulib.sim.Runner`
 interns states, and as soon as the state at the start of an iteration repeats,
@@ -37,7 +55,8 @@ from . import Runner, counters_of
 from .events import Event
 from .ops import Op, parse_op
 
-__all__ = ["COLUMNS", "CONFIGS", "FOOTPRINT_GIB", "Workload", "Tally", "run", "table",
+__all__ = ["COLUMNS", "CONFIGS", "FOOTPRINT_GIB", "GUEST_VCPUS", "INTERLEAVES", "Workload",
+           "Tally", "run", "table",
            "format_table", "tally_events", "cr0_wp_storm", "boot", "context_switch_storm",
            "nested_ping_pong", "smm_round_trips", "cpuid_update", "memslot_change",
            "WORKLOADS"]
@@ -68,6 +87,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
 # 4-level tree; why this value: mmulib.sim.cost (FOOTPRINT_GIB there is this constant).
 FOOTPRINT_GIB = 1 / 64
 
+# vCPUs of the default CR0.WP-storm guest (the grsecurity guest of ssdd); why this value:
+# mmulib.sim.cost CHOICES['VCPUS'] (VCPUS there is this constant).
+GUEST_VCPUS = 2
+
+INTERLEAVES: tuple[str, ...] = ("body", "op")
+"""How the vCPUs' copies of a body are interleaved (see the module docstring)."""
+
 # 64-bit guest with paging, WP, SMEP/SMAP, NX: a grsecurity-like kernel state.
 LONG_MODE = (0x80050033, 0x102000, 0x3006A0, 0xD01)  # cr0, cr3, cr4, efer
 WP = 1 << 16
@@ -89,18 +115,41 @@ class Workload:
     repeats: int
     configs: tuple[str, ...]
     params: tuple[tuple[str, Any], ...] = ()
+    vcpus: int = 1  # sregs go to every vCPU; ops name theirs with "vcpu"
 
 
 def _ops(*items: dict[str, Any]) -> tuple[Op, ...]:
     return tuple(parse_op(d, i) for i, d in enumerate(items))
 
 
+def _check_vcpus(vcpus: int, interleave: str) -> None:
+    if not isinstance(vcpus, int) or vcpus < 1:
+        raise ValueError(f"vcpus must be a positive integer, not {vcpus!r}")
+    if interleave not in INTERLEAVES:
+        raise ValueError(f"unknown interleave {interleave!r} (known: {', '.join(INTERLEAVES)})")
+
+
+def _each(items: Sequence[dict[str, Any]], vcpus: int, interleave: str = "body") -> tuple[
+        Op, ...]:
+    """Every vCPU's copy of ``items``, in the ``interleave`` order (see the module docstring)."""
+    _check_vcpus(vcpus, interleave)
+    order = ([(v, d) for v in range(vcpus) for d in items] if interleave == "body" else
+             [(v, d) for d in items for v in range(vcpus)])
+    return _ops(*({**d, "vcpu": v} for v, d in order))
+
+
+def _vcpu_params(vcpus: int, interleave: str) -> tuple[tuple[str, Any], ...]:
+    return (("vcpus", vcpus), ("interleave", interleave)) if vcpus > 1 else ()
+
+
 def tally_events(events: Iterable[Event], version: tuple[int, int]) -> Tally:
     """Count one stretch of events into a :data:`COLUMNS` vector.
 
-    A TDP MMU tree torn down by ``kvm_tdp_mmu_free_root`` before 5.18 is zapped on the
-    vCPU's own path (``pt_pages_torn_down_vcpu``); from 5.18 a worker zaps it
-    (kernel-roots.md §8.3), and ``kvm_tdp_mmu_zap_all`` runs in the memslot ioctl.
+    A TDP MMU tree torn down by ``kvm_tdp_mmu_free_root`` with ``where="vcpu"`` is
+    zapped on the vCPU's own path (``pt_pages_torn_down_vcpu``): before 5.18, and the
+    empty root page of an already-invalid root after; from 5.18 a worker zaps a tree
+    that loses its last reference (kernel-roots.md §8.3), and ``kvm_tdp_mmu_zap_all`` /
+    ``kvm_tdp_mmu_invalidate_all_roots`` run in the memslot ioctl.
     """
     events = tuple(events)
     c = counters_of(events)
@@ -120,15 +169,17 @@ def tally_events(events: Iterable[Event], version: tuple[int, int]) -> Tally:
     for e in events:
         if e.name == "fast_pgd_switch" and e.get("evicted") == "LRU":
             t[_IDX["pgd_evictions"]] += 1
-        elif e.name == "kvm_tdp_mmu_free_root" and version < (5, 18):
+        elif e.name == "kvm_tdp_mmu_free_root" and e.get(
+                "where", "vcpu" if version < (5, 18) else "worker") == "vcpu":
             t[_IDX["pt_pages_torn_down_vcpu"]] += e.get("pages_freed", 0)
     return t
 
 
-def _runner(era: str, config: str, footprint_gib: float, backport: str) -> Runner:
+def _runner(era: str, config: str, footprint_gib: float, backport: str,
+            vcpus: int = 1) -> Runner:
     if config not in CONFIGS:
         raise ValueError(f"unknown config {config!r} (known: {', '.join(CONFIGS)})")
-    return Runner(era, **CONFIGS[config], footprint_gib=footprint_gib,
+    return Runner(era, vcpus=vcpus, **CONFIGS[config], footprint_gib=footprint_gib,
                   cr0_wp_backport=backport)
 
 
@@ -145,12 +196,16 @@ def run(workload: Workload, era: str, config: str, *, footprint_gib: float = FOO
     era (``"no_unload"``, or ``"full"``, which adds the VMX guest-owned CR0.WP).
     ``progress=None`` shows a bar (tqdm.auto) when every iteration is run and the
     run has at least 100,000 operations.
+
+    The fast-forward keys on the whole VM's state (every vCPU's and the shared
+    pages), so it is exact with several vCPUs too.
     """
     version = resolve(era).version
-    r = _runner(era, config, footprint_gib, backport)
+    r = _runner(era, config, footprint_gib, backport, workload.vcpus)
     if workload.sregs is not None:
         cr0, cr3, cr4, efer = workload.sregs
-        r.set_sregs(cr0=cr0, cr3=cr3, cr4=cr4, efer=efer)
+        for v in range(workload.vcpus):
+            r.set_sregs(cr0=cr0, cr3=cr3, cr4=cr4, efer=efer, vcpu=v)
     for op in workload.prologue:
         r.apply(op)
     body, n = workload.body, workload.repeats
@@ -247,24 +302,38 @@ def _cell(v: Any) -> str:
 
 
 # --------------------------------------------------------------------- the built-in workloads
-def cr0_wp_storm(toggles: int = 1_000_000) -> Workload:
-    """grsecurity's kernel W^X: a 64-bit kernel clearing and setting CR0.WP, ``toggles`` times.
+def cr0_wp_storm(toggles: int = 1_000_000, vcpus: int = GUEST_VCPUS,
+                 interleave: str = "body") -> Workload:
+    """grsecurity's kernel W^X: every vCPU's kernel clears and sets CR0.WP; ``toggles`` in all.
 
     numbers.md #1, #5-#11: each toggle exits to KVM (unless CR0.WP is guest-owned,
     VMX with EPT, 6.4 or the ``full`` backport) and, before 6.4, resets the MMU.
+    One repeat is one clear + one set on each of the ``vcpus`` vCPUs, in the
+    ``interleave`` order, so ``toggles`` must be a multiple of ``2 * vcpus``.  The
+    default guest has :data:`GUEST_VCPUS` vCPUs and ``"body"``: a vCPU's WP=0 window
+    (pax_open_kernel … pax_close_kernel, a few guest instructions with preemption
+    off) does not overlap another vCPU's.
     """
-    if toggles < 0 or toggles % 2:
-        raise ValueError(f"toggles must be even and >= 0 (one clear + one set), not {toggles}")
+    _check_vcpus(vcpus, interleave)
+    if toggles < 0 or toggles % (2 * vcpus):
+        raise ValueError(f"toggles must be >= 0 and a multiple of 2 x vcpus = {2 * vcpus} (one "
+                         f"clear + one set per vCPU), not {toggles}")
     cr0 = LONG_MODE[0]
     return Workload("cr0_wp_storm", "CR0.WP cleared and set again", LONG_MODE,
-                    _ops({"op": "run"}),
-                    _ops({"op": "mov_cr0", "value": cr0 & ~WP}, {"op": "mov_cr0", "value": cr0}),
-                    toggles // 2, ("legacy", "tdp_mmu", "shadow"), (("toggles", toggles),))
+                    _each([{"op": "run"}], vcpus),
+                    _each([{"op": "mov_cr0", "value": cr0 & ~WP},
+                           {"op": "mov_cr0", "value": cr0}], vcpus, interleave),
+                    toggles // (2 * vcpus), ("legacy", "tdp_mmu", "shadow"),
+                    (("toggles", toggles), *_vcpu_params(vcpus, interleave)), vcpus)
 
 
-def boot() -> Workload:
-    """Real mode → protected mode → 32-bit paging → PAE paging → long mode, from INIT."""
-    body = _ops(
+def boot(vcpus: int = 1, interleave: str = "body") -> Workload:
+    """Real mode → protected mode → 32-bit paging → PAE paging → long mode, from INIT.
+
+    With several vCPUs each one boots (``"body"``: one after the other, as the
+    kernel brings up its APs; ``"op"``: in lock step).
+    """
+    body = _each([
         {"op": "run"},                                  # real mode (CR0 = CD|NW|ET)
         {"op": "mov_cr0", "value": 0x60000011},        # PE: protected mode, no paging
         {"op": "mov_cr0", "value": 0x00000011},        # caches on
@@ -277,33 +346,40 @@ def boot() -> Workload:
         {"op": "mov_cr0", "value": 0x80000011},        # PG: long mode (LMA)
         {"op": "wrmsr_efer", "value": 0xD01},          # SCE|NX
         {"op": "mov_cr0", "value": 0x80050033},        # WP, NE, MP
-    )
+    ], vcpus, interleave)
     return Workload("boot", "real → protected → PAE → long mode", None, (), body, 1,
-                    ("legacy", "tdp_mmu", "shadow"))
+                    ("legacy", "tdp_mmu", "shadow"), _vcpu_params(vcpus, interleave), vcpus)
 
 
-def context_switch_storm(spaces: int = 4, rounds: int = 1000) -> Workload:
-    """MOV CR3 round-robin over ``spaces`` address spaces, ``rounds`` times over.
+def context_switch_storm(spaces: int = 4, rounds: int = 1000, vcpus: int = 1,
+                         interleave: str = "body") -> Workload:
+    """MOV CR3 round-robin over ``spaces`` address spaces, ``rounds`` times over (each vCPU).
 
     With EPT/NPT a MOV CR3 does not exit; with shadow paging it is a fast PGD switch
     that hits ``prev_roots`` while ``spaces`` ≤ 4 (current + KVM_MMU_NUM_PREV_ROOTS) and
-    misses, evicting the LRU root, from 5 on (4.18 has no cache at all).
+    misses, evicting the LRU root, from 5 on (4.18 has no cache at all).  The vCPUs
+    share the shadow pages: a root another vCPU created is found in the hash.
     """
     if spaces < 1 or rounds < 0:
         raise ValueError("spaces >= 1 and rounds >= 0")
     cr3s = [LONG_MODE[1] + 0x1000 * i for i in range(spaces)]
-    body = _ops(*({"op": "mov_cr3", "value": c} for c in cr3s[1:] + cr3s[:1]))
+    body = _each([{"op": "mov_cr3", "value": c} for c in cr3s[1:] + cr3s[:1]], vcpus,
+                 interleave)
     return Workload("context_switch_storm", f"MOV CR3 over {spaces} address spaces",
-                    LONG_MODE, _ops({"op": "run"}), body, rounds, ("shadow", "legacy"),
-                    (("spaces", spaces), ("rounds", rounds)))
+                    LONG_MODE, _each([{"op": "run"}], vcpus), body, rounds, ("shadow", "legacy"),
+                    (("spaces", spaces), ("rounds", rounds), *_vcpu_params(vcpus, interleave)),
+                    vcpus)
 
 
 def nested_ping_pong(vendor: str = "vmx", round_trips: int = 1000,
-                     l2_cr3: int = 0x202000) -> Workload:
-    """L1 enters L2 with nested EPT (VMX) / NPT (SVM), L2 exits back, ``round_trips`` times.
+                     l2_cr3: int = 0x202000, vcpus: int = 1,
+                     interleave: str = "body") -> Workload:
+    """L1 enters L2 with nested EPT (VMX) / NPT (SVM), L2 exits back, ``round_trips`` times
+    on each vCPU.
 
     The L2→L1→L2 round trip of numbers.md #19/#20 (a nested CPUID exit reflected to
-    L1, which resumes L2).  ``l2_cr3`` differs from L1's CR3 by default.
+    L1, which resumes L2; #20 ran 16 vCPUs).  ``l2_cr3`` differs from L1's CR3 by
+    default.
     """
     cr0, _, cr4, efer = LONG_MODE
     l2 = {"cr0": cr0, "cr3": l2_cr3, "cr4": cr4, "efer": efer}
@@ -314,12 +390,16 @@ def nested_ping_pong(vendor: str = "vmx", round_trips: int = 1000,
     else:
         raise ValueError(f"vendor must be 'vmx' or 'svm', not {vendor!r}")
     return Workload(f"nested_ping_pong_{vendor}", f"L1 ↔ L2 on {vendor.upper()}", LONG_MODE,
-                    _ops({"op": "run"}), _ops(entry, {"op": "vmexit"}), round_trips, configs,
-                    (("vendor", vendor), ("round_trips", round_trips), ("l2_cr3", l2_cr3)))
+                    _each([{"op": "run"}], vcpus),
+                    _each([entry, {"op": "vmexit"}], vcpus, interleave), round_trips, configs,
+                    (("vendor", vendor), ("round_trips", round_trips), ("l2_cr3", l2_cr3),
+                     *_vcpu_params(vcpus, interleave)), vcpus)
 
 
-def smm_round_trips(round_trips: int = 5000, bios: bool = True) -> Workload:
-    """SMI then RSM, ``round_trips`` times, from firmware state (protected mode, no paging).
+def smm_round_trips(round_trips: int = 5000, bios: bool = True, vcpus: int = 1,
+                    interleave: str = "body") -> Workload:
+    """SMI then RSM, ``round_trips`` times (on each vCPU), from firmware state (protected
+    mode, no paging).
 
     numbers.md #17: a single-vCPU guest under KVM on Hyper-V (SVM, NPT) "goes through
     some ~10000 unique roots in the period before kernel init"; the cause was SMM.
@@ -328,24 +408,36 @@ def smm_round_trips(round_trips: int = 5000, bios: bool = True) -> Workload:
     this model (the report gives roots, not SMIs).  ``bios=False`` starts in long mode.
     """
     sregs = (0x00000011, 0, 0, 0) if bios else LONG_MODE
-    return Workload("smm_round_trips", "SMI + RSM", sregs, _ops({"op": "run"}),
-                    _ops({"op": "smi"}, {"op": "rsm"}), round_trips,
-                    ("npt_legacy", "npt_tdp_mmu"), (("round_trips", round_trips),
-                                                     ("bios", bios)))
+    return Workload("smm_round_trips", "SMI + RSM", sregs, _each([{"op": "run"}], vcpus),
+                    _each([{"op": "smi"}, {"op": "rsm"}], vcpus, interleave), round_trips,
+                    ("npt_legacy", "npt_tdp_mmu"),
+                    (("round_trips", round_trips), ("bios", bios),
+                     *_vcpu_params(vcpus, interleave)), vcpus)
 
 
-def cpuid_update(repeats: int = 1) -> Workload:
-    """Userspace sets the guest CPUID (KVM_SET_CPUID2), then the vCPU runs again."""
-    return Workload("cpuid_update", "KVM_SET_CPUID2 + run", LONG_MODE, _ops({"op": "run"}),
-                    _ops({"op": "cpuid"}, {"op": "run"}), repeats,
-                    ("legacy", "tdp_mmu", "shadow"), (("repeats", repeats),))
+def cpuid_update(repeats: int = 1, vcpus: int = 1, interleave: str = "body") -> Workload:
+    """Userspace sets the guest CPUID (KVM_SET_CPUID2), then the vCPU runs again (each vCPU)."""
+    return Workload("cpuid_update", "KVM_SET_CPUID2 + run", LONG_MODE,
+                    _each([{"op": "run"}], vcpus),
+                    _each([{"op": "cpuid"}, {"op": "run"}], vcpus, interleave), repeats,
+                    ("legacy", "tdp_mmu", "shadow"),
+                    (("repeats", repeats), *_vcpu_params(vcpus, interleave)), vcpus)
 
 
-def memslot_change(change: str = "delete", repeats: int = 1) -> Workload:
-    """Userspace deletes (or moves) a memslot, then the vCPU runs again."""
-    return Workload("memslot_change", f"memslot {change} + run", LONG_MODE, _ops({"op": "run"}),
-                    _ops({"op": "memslot", "change": change}, {"op": "run"}), repeats,
-                    ("legacy", "tdp_mmu", "shadow"), (("change", change), ("repeats", repeats)))
+def memslot_change(change: str = "delete", repeats: int = 1, vcpus: int = 1) -> Workload:
+    """Userspace deletes (or moves) a memslot, then every vCPU runs again.
+
+    The memslot ioctl is VM-wide (issued once per repeat); each vCPU then services
+    its request and reloads, and the last one to drop an old TDP MMU root frees it.
+    """
+    _check_vcpus(vcpus, "body")
+    return Workload("memslot_change", f"memslot {change} + run", LONG_MODE,
+                    _each([{"op": "run"}], vcpus),
+                    _ops({"op": "memslot", "change": change}, *({"op": "run", "vcpu": v}
+                                                                 for v in range(vcpus))),
+                    repeats, ("legacy", "tdp_mmu", "shadow"),
+                    (("change", change), ("repeats", repeats), *_vcpu_params(vcpus, "body")),
+                    vcpus)
 
 
 WORKLOADS = {
@@ -353,4 +445,4 @@ WORKLOADS = {
     "nested_ping_pong": nested_ping_pong, "smm_round_trips": smm_round_trips,
     "cpuid_update": cpuid_update, "memslot_change": memslot_change,
 }
-"""Builders by name (each takes its parameters as keywords)."""
+"""Builders by name (each takes its parameters as keywords, ``vcpus`` included)."""
