@@ -439,9 +439,6 @@ def test_memslot_change_on_three_vcpus() -> None:
             "pt_pages_rebuilt": TREE}, era
 
 
-@pytest.mark.xfail(reason="simulator: a root emptied by 5.10/5.15 kvm_tdp_mmu_zap_all stays "
-                          "valid and is reused by the other vCPUs, but its refill is not "
-                          "counted (kvm_tdp_mmu_get_root reused=True has no pages_to_build)")
 def test_memslot_change_on_three_vcpus_refills_the_zapped_tree_on_5_10() -> None:
     """5.10/5.15: kvm_tdp_mmu_zap_all zaps the tree (10 pages) but keeps the root valid;
     the vCPUs reload and find it again (no root freed), and the guest faults the 10 pages

@@ -142,6 +142,7 @@ def counters_of(events: Any) -> Counter[str]:
         elif n == "kvm_tdp_mmu_get_root":
             if e.get("reused"):
                 c["tdp_roots_reused"] += 1
+                c["pt_pages_rebuilt"] += e.get("pages_to_build", 0)
             else:
                 c["tdp_roots_allocated"] += 1
                 c["pt_pages_rebuilt"] += e.get("pages_to_build", 0)

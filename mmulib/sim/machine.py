@@ -428,7 +428,13 @@ class Machine:
         for e in self.tdp_roots:
             if e[0].role == role and not e[2]:
                 e[1] += 1
-                self.emit("kvm_tdp_mmu_get_root", role=role, reused=True, refcount=e[1])
+                if e[0] in self.tdp_empty:
+                    # A root emptied by a 5.10 zap-all: the guest faults its tree back in.
+                    self.tdp_empty -= {e[0]}
+                    self.emit("kvm_tdp_mmu_get_root", role=role, reused=True, refcount=e[1],
+                              pages_to_build=pt_pages(self.footprint_gib, level) - 1)
+                else:
+                    self.emit("kvm_tdp_mmu_get_root", role=role, reused=True, refcount=e[1])
                 return e[0]
         serials = {e[0].serial for e in self.tdp_roots if e[0].role == role}
         key = TdpKey(role, min(set(range(len(serials) + 1)) - serials))
