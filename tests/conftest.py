@@ -8,7 +8,7 @@ Markers (registered in pyproject.toml):
   says which and how to install it.  ``--skip-dot`` skips these tests even when ``dot`` is
   there, to show that everything else works without it (xflr6/graphviz's ``--skip-exe``).
 * ``browser``: drives Debian's Chromium; skipped when ``/usr/bin/chromium`` is missing.
-* ``kvm``: needs a usable ``/dev/kvm``; skipped when there is none (CI has none).
+* ``kvm``: needs a usable ``/dev/kvm``; skipped when there is none.
 
 With ``MMULIB_REQUIRE_TOOLS=1`` (set by ``.ci/run``, whose ``make test`` installs ``dot``
 and Chromium) a missing ``dot`` or Chromium fails the tests that need it instead of
