@@ -211,9 +211,10 @@ def test_32_bit_paging_runs_or_is_reported_not_supported(shadow):
     assert two_level.steps[0].records == [
         rec(0x102, 2 | GPTE4 | (i << 5) | ACC_ALL | EFER_NX | CR0_WP, True) for i in range(4)]
     # PAE guest: one level-2 root per PDPTE, at the page directory it points to (the
-    # probe puts the four directories for CR3 0x102000 at 0x200000 ... 0x203000).
+    # probe puts the four directories for CR3 0x102000 at 0x103000 ... 0x106000, where
+    # the model expects them).
     assert pae.steps[0].records == [
-        rec(0x200 + i, 2 | ACC_ALL | EFER_NX | CR0_WP, True) for i in range(4)]
+        rec(0x103 + i, 2 | ACC_ALL | EFER_NX | CR0_WP, True) for i in range(4)]
 
 
 def test_smm_runs_or_is_reported_not_supported(shadow):

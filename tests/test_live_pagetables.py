@@ -136,11 +136,32 @@ def test_table_manager_rewrites_only_the_root_when_a_cr3_changes_format():
     writes.clear()
     tm.ensure(0x80010011, 0x102000, 0x20, 0xD00)         # same format: nothing to do
     assert writes == []
-    tm.ensure(0x80010011, 0x102000, 0x20, 0)             # PAE at the same CR3: own subtree
-    assert writes[0] == (0x102000, 32)
-    assert [w[0] for w in writes[1:]] == [0x203000 + i * 0x1000 for i in range(5)]
+    tm.ensure(0x80010011, 0x102000, 0x20, 0)             # PAE at the same CR3: its PDs and
+    assert writes[0] == (0x102000, 32)                   # PT in the pages after the PDPT
+    assert [w[0] for w in writes[1:]] == [0x103000 + i * 0x1000 for i in range(5)]
     writes.clear()
     tm.ensure(0x80010011, 0x102000, 0x20, 0x500)         # back: the first subtree again
     assert [w[0] for w in writes] == [0x102000, 0x200000, 0x201000, 0x202000]
     assert tm.current == {0x102000: "4level"}
     assert MAP_BYTES == 0x200000
+
+
+def test_pae_directories_are_where_the_model_looks_for_them():
+    # The simulator names a PAE guest's roots by gfn = (CR3 >> 12) + 1 + i (README,
+    # "Replaying a vCPU"), so the probe puts the four page directories there.
+    writes: dict[int, bytes] = {}
+    tm = TableManager(writes.__setitem__, 0x400000, 0x800000)
+    tm.ensure(0x80000011, 0x10FFE0, 0x20, 0)
+    pdpt = writes[0x10FFE0]
+    assert [int.from_bytes(pdpt[8 * i:8 * i + 8], "little") for i in range(4)] == [
+        ((0x10F + 1 + i) << 12) | 1 for i in range(4)]
+    assert sorted(writes) == [0x10FFE0, 0x110000, 0x111000, 0x112000, 0x113000, 0x114000]
+
+
+def test_layout_keeps_cr3_and_code_off_pae_directories():
+    with pytest.raises(ValueError, match="CR3 0x104000 is where the PAE address space at "
+                                         "0x102000 keeps its page directories"):
+        plan_layout({0x102000, 0x104000}, 10, {0x102000})
+    layout = plan_layout({0x1000}, 10, {0x1000})
+    assert layout.code == 0x7000                  # after the PDPT page and its 5 tables
+    assert plan_layout({0x1FF000}, 10, {0x1FF000}).table_area == 0x400000

@@ -168,6 +168,29 @@ def test_events_of_other_threads_are_not_recorded(before):
     assert_as_before(before, {os.getpid()})
 
 
+def test_draining_stops_when_the_reading_itself_is_traced(before):
+    # Each read() of trace_pipe_raw is a syscall of this thread, so with raw_syscalls
+    # enabled the buffer of this CPU never runs dry: the drain must stop after one buffer's
+    # worth of sub-buffers instead of filling memory.
+    cpus = os.sched_getaffinity(0)
+    cpu = min(cpus)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        s = session_or_skip([SYSCALL_EVENT])
+        try:
+            limit = s._max_pages(s.page_size)
+            for _ in range(3):
+                start = time.monotonic()
+                events = s._drain_cpu(cpu)
+                assert time.monotonic() - start < 10
+                assert len(events) <= limit * s.page_size // 16
+        finally:
+            s.close()
+    finally:
+        os.sched_setaffinity(0, cpus)
+    assert_as_before(before, {os.getpid()})
+
+
 def test_a_buffer_overrun_is_an_error(before):
     s = session_or_skip([SYSCALL_EVENT], buffer_kb=8)
     try:

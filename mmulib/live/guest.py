@@ -17,8 +17,11 @@ by setting RIP to the next block.
 Memory (one memslot at GPA 0): the code at 0x1000 or the first free page after it, below
 64 KiB so that real-mode steps reach it with CS.base = 0; SMRAM at 0x30000 (SMBASE, handler
 at 0x38000); each CR3 the script names holds its root table, whose lower tables are
-allocated above the highest root, from 2 MiB up.  Every address space identity-maps the first
-2 MiB with 4 KiB pages (:mod:`mmulib.live.pagetables`).
+allocated above the highest root, from 2 MiB up.  The exception is PAE: a PAE address space
+keeps its four page directories in the four pages right after its PDPT (and its page table
+in the fifth), because that is where the model puts them (``gfn = (CR3 >> 12) + 1 + i``), and
+KVM names a PAE guest's roots by those directories.  Every address space identity-maps the
+first 2 MiB with 4 KiB pages (:mod:`mmulib.live.pagetables`).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from .pagetables import build_identity_map, paging_mode, table_root
 __all__ = [
     "STEP_PORT", "SMM_MARK", "SMBASE", "SMM_HANDLER", "MAP_BYTES", "MSR_EFER", "code_bits",
     "flat_segments", "load_segments", "GuestStep", "Program", "build_program", "smm_handler",
-    "Layout", "plan_layout", "TableManager", "marker",
+    "Layout", "plan_layout", "TableManager", "marker", "PAE_PAGES", "pae_pages",
 ]
 
 STEP_PORT = 0x10
@@ -150,26 +153,52 @@ class Layout:
     mem_size: int
 
 
-def plan_layout(cr3_values: set[int], code_size: int) -> Layout:
-    """Place the code below 64 KiB away from every root page and SMRAM.
+PAE_PAGES = 5
+"""Pages after a PAE PDPT's page that its tables take: four page directories, one table."""
+
+
+def pae_pages(root: int) -> range:
+    """The pages (GPAs) that the tables of the PAE address space at ``root`` occupy.
+
+    >>> [hex(p) for p in pae_pages(0x102fe0)]
+    ['0x103000', '0x104000', '0x105000', '0x106000', '0x107000']
+    """
+    page = root & ~0xFFF
+    return range(page + 0x1000, page + (1 + PAE_PAGES) * 0x1000, 0x1000)
+
+
+def plan_layout(cr3_values: set[int], code_size: int,
+                pae_roots: set[int] | frozenset[int] = frozenset()) -> Layout:
+    """Place the code below 64 KiB away from every root page, PAE table and SMRAM.
+
+    ``pae_roots`` are the PDPT addresses used in PAE mode: the pages after each hold its
+    tables (:func:`pae_pages`), so no CR3 and no code may be there.
 
     Raises:
-        ValueError: a CR3 leaves no room for the code, or is beyond 1 GiB.
+        ValueError: a CR3 leaves no room for the code, is beyond 1 GiB, or falls on the
+            tables of a PAE address space.
     """
     roots = {cr3 & 0xFFFFF000 for cr3 in cr3_values}
+    pae = {p: root for root in sorted(pae_roots) for p in pae_pages(root)}
+    clash = sorted(r for r in roots if r in pae)
+    if clash:
+        raise ValueError(f"CR3 {clash[0]:#x} is where the PAE address space at "
+                         f"{pae[clash[0]]:#x} keeps its page directories (the {PAE_PAGES} pages "
+                         "after its PDPT); space PAE CR3 values at least 6 pages apart")
+    taken = roots | set(pae)
     pages = -(-max(code_size, 1) // 0x1000)
     for start in range(0x1000, 0x10000, 0x1000):
         span = range(start, start + pages * 0x1000, 0x1000)
-        if start + pages * 0x1000 <= 0x10000 and not any(p in roots for p in span):
+        if start + pages * 0x1000 <= 0x10000 and not any(p in taken for p in span):
             break
     else:
         raise ValueError("the CR3 values leave no room for the guest code below 64 KiB")
-    bad = sorted(r for r in roots if r in range(start, start + pages * 0x1000) or r in _SMRAM
+    bad = sorted(r for r in taken if r in range(start, start + pages * 0x1000) or r in _SMRAM
                  or r >= 1 << 30)
     if bad:
         raise ValueError(f"CR3 0x{bad[0]:x} is where the probe keeps its code or SMRAM, or "
                          "above 1 GiB; pick CR3 values between 0x40000 and 0x40000000")
-    area = max(_TABLE_AREA, (max(roots, default=0) + 0x1000 + 0x1FFFFF) & ~0x1FFFFF)
+    area = max(_TABLE_AREA, (max(taken, default=0) + 0x1000 + 0x1FFFFF) & ~0x1FFFFF)
     return Layout(start, area, area + 0x400000)
 
 
@@ -178,7 +207,8 @@ class TableManager:
 
     A CR3 can be used in two formats by one script (PAE, then 4-level, ...).  The lower
     tables of each (root, format) pair have their own pages; switching format rewrites only
-    the root table, before the step that makes the CPU read it.
+    the root table, before the step that makes the CPU read it.  PAE tables go in the pages
+    after the PDPT (:func:`pae_pages`), the others in the table area.
     """
 
     def __init__(self, write: Callable[[int, bytes], None], area: int, limit: int) -> None:
@@ -197,7 +227,9 @@ class TableManager:
         if self.current.get(root) == mode:
             return
         key = (root, mode)
-        if key not in self._subtrees:
+        if mode == "pae":
+            tables = build_identity_map(mode, root, MAP_BYTES)   # PDs in the next pages
+        elif key not in self._subtrees:
             self._subtrees[key] = self._next
             tables = build_identity_map(mode, root, MAP_BYTES, next_table=self._next)
             self._next += (len(tables.pages) - 1) * 0x1000

@@ -7,6 +7,13 @@ vendor module decides the backend (``kvm_intel`` with ``ept=Y`` -> EPT, ``kvm_am
 ``kvm_mmu_x86_module_init`` / ``kvm_configure_mmu`` (``arch/x86/kvm/mmu/mmu.c``, 6.19), the TDP
 MMU is only in use when TDP is: ``tdp_mmu_enabled = tdp_mmu_allowed && tdp_enabled``.
 
+With EPT or NPT the root level also depends on the host: ``ept_5level`` in the ``vmx flags``
+of ``/proc/cpuinfo`` (``vmx_get_max_ept_level`` in ``vmx.c``), and for NPT the host's own
+paging depth (``get_npt_level`` in ``svm.c``: 5 when ``pgtable_l5_enabled()``, which is when
+``la57`` shows in the flags, ``early_identify_cpu`` in ``arch/x86/kernel/cpu/common.c``).
+``kvm_intel.eptad`` says whether EPT A/D bits are in use (``hardware_setup`` clears it when the
+CPU lacks them).
+
 ``guest_features()`` turns ``KVM_GET_SUPPORTED_CPUID`` into :class:`mmulib.regs.GuestFeatures`,
 the CPUID bits that decide which CR4 and EFER bits KVM reserves for the guest
 (``__cr4_reserved_bits`` in ``arch/x86/kvm/x86.h``, ``__kvm_valid_efer`` in ``x86.c``).
@@ -23,10 +30,11 @@ from ..regs import GuestFeatures
 from .errors import LiveUnavailable
 from .kvmapi import CpuidEntry
 
-__all__ = ["SYS_MODULE", "VENDOR_MODULES", "HostBackend", "host_backend", "guest_features",
-           "cpuid_bit", "maxphyaddr", "CPUID_FEATURES"]
+__all__ = ["SYS_MODULE", "CPUINFO", "VENDOR_MODULES", "VENDORS", "cpuinfo_flags", "HostBackend",
+           "host_backend", "guest_features", "cpuid_bit", "maxphyaddr", "CPUID_FEATURES"]
 
 SYS_MODULE = "/sys/module"
+CPUINFO = "/proc/cpuinfo"
 VENDOR_MODULES = ("kvm_intel", "kvm_amd", "kvm_pvm")
 
 # GuestFeatures field -> (leaf, subleaf, register, bit), from the CPUID tables in the SDM
@@ -62,6 +70,15 @@ class HostBackend:
     backend: str            # "shadow", "ept" or "npt"
     tdp_mmu: bool           # the TDP MMU is in use (allowed and TDP on)
     tdp_mmu_allowed: bool   # the kvm.tdp_mmu parameter
+    ept_ad: bool = False    # kvm_intel.eptad: EPT accessed/dirty bits in use
+    max_tdp_level: int = 4  # 5 with ept_5level (EPT) or a 5-level host (NPT)
+    host_la57: bool = False  # the host kernel runs 5-level paging
+
+    @property
+    def vendor(self) -> str:
+        """The model's ``vendor``: ``vmx`` for kvm_intel, ``svm`` for kvm_amd, and ``vmx``
+        for kvm_pvm (see :data:`VENDORS`)."""
+        return VENDORS.get(self.module, "vmx")
 
     @property
     def kernel(self) -> str:
@@ -75,6 +92,31 @@ class HostBackend:
         return "none" if self.backend == "shadow" else self.backend
 
 
+VENDORS = {"kvm_intel": "vmx", "kvm_amd": "svm", "kvm_pvm": "vmx"}
+"""Vendor module -> the model's ``vendor``.
+
+PVM is neither VMX nor SVM, but with shadow paging the model's vendor only decides nested
+entry and exit (which the probe cannot drive), INIT before 5.15 (not probed either) and the
+6.4 rule that a VMX guest with EPT owns CR0.WP (EPT only), so nothing a probe compares
+depends on it; ``vmx`` is the model's default for shadow paging."""
+
+
+def cpuinfo_flags(path: str = CPUINFO) -> tuple[frozenset[str], frozenset[str]]:
+    """The ``flags`` and ``vmx flags`` of the first CPU in ``/proc/cpuinfo`` (empty if
+    unreadable)."""
+    flags: dict[str, frozenset[str]] = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if not line.strip():
+                    break                         # the end of the first CPU's block
+                key, _, value = line.partition(":")
+                flags[key.strip()] = frozenset(value.split())
+    except OSError:
+        pass
+    return flags.get("flags", frozenset()), flags.get("vmx flags", frozenset())
+
+
 def _param(root: Path, module: str, name: str) -> str | None:
     try:
         return (root / module / "parameters" / name).read_text().strip()
@@ -86,8 +128,8 @@ def _yes(value: str | None) -> bool:
     return value is not None and value.upper() in ("Y", "1")
 
 
-def host_backend(sys_module: str = SYS_MODULE) -> HostBackend:
-    """Read the release and the KVM module parameters of this host.
+def host_backend(sys_module: str = SYS_MODULE, cpuinfo: str = CPUINFO) -> HostBackend:
+    """Read the release, the KVM module parameters and the CPU flags of this host.
 
     Raises:
         LiveUnavailable: no KVM vendor module is loaded.
@@ -106,8 +148,15 @@ def host_backend(sys_module: str = SYS_MODULE) -> HostBackend:
     else:
         backend = "shadow"        # PVM has no hardware second-level paging
     allowed = _yes(_param(root, "kvm", "tdp_mmu"))
+    flags, vmx_flags = cpuinfo_flags(cpuinfo)
+    la57 = "la57" in flags
+    if backend == "ept":
+        level = 5 if "ept_5level" in vmx_flags else 4
+    else:
+        level = 5 if backend == "npt" and la57 else 4
+    ept_ad = backend == "ept" and _yes(_param(root, module, "eptad"))
     return HostBackend(os.uname().release, module, backend, allowed and backend != "shadow",
-                       allowed)
+                       allowed, ept_ad, level, la57)
 
 
 def cpuid_bit(entries: list[CpuidEntry], leaf: int, subleaf: int, reg: str, bit: int) -> bool:

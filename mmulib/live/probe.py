@@ -48,7 +48,7 @@ from .guest import (
     load_segments, marker, plan_layout, smm_handler,
 )
 from .host import HostBackend, guest_features, host_backend, maxphyaddr
-from .pagetables import paging_mode
+from .pagetables import paging_mode, table_root
 from .kvmapi import KVM_CAP_X86_SMM, KVM_DEVICE, CpuidEntry, GuestMemory, Kvm, KvmExit, Vcpu, Vm
 from .records import TRACE_EVENTS, split_records
 from .tracing import TraceSession
@@ -97,7 +97,8 @@ class LiveResult:
 
     ``features`` are those of the CPUID the vCPU holds after KVM_SET_CPUID2 (read back with
     KVM_GET_CPUID2), which is what KVM checks CR4 and EFER against; ``cpuid_changed`` lists
-    every register of that CPUID which differs from what was set.
+    every register of that CPUID which differs from what was set; ``maxphyaddr`` is that
+    CPUID's physical-address width.
     """
 
     host: HostBackend
@@ -106,10 +107,12 @@ class LiveResult:
     initial: StepResult
     steps: list[StepResult]
     cpuid_changed: list[str] = field(default_factory=list)
+    maxphyaddr: int = 48
 
     def to_json(self) -> dict[str, Any]:
         return {"host": {**asdict(self.host), "kernel": self.host.kernel, "tdp": self.host.tdp},
-                "features": asdict(self.features), "smm": self.smm,
+                "features": asdict(self.features), "maxphyaddr": self.maxphyaddr,
+                "smm": self.smm,
                 "cpuid_changed": self.cpuid_changed, "initial": asdict(self.initial),
                 "steps": [asdict(s) for s in self.steps]}
 
@@ -150,6 +153,13 @@ def _predict(regs: dict[str, int], op: Op) -> dict[str, int]:
         lma = new["cr0"] & _CR0_PG and new["efer"] & _EFER_LME
         new["efer"] = new["efer"] | _EFER_LMA if lma else new["efer"] & ~_EFER_LMA
     return new
+
+
+def _pae_roots(regs: dict[str, int], roots: set[int]) -> set[int]:
+    """``roots`` plus the PDPT of ``regs`` if they are in PAE mode."""
+    if paging_mode(regs["cr0"], regs["cr4"], regs["efer"]) == "pae":
+        return roots | {table_root("pae", regs["cr3"])}
+    return roots
 
 
 def _kvm_verdict(op: Op, cur: dict[str, int], want: dict[str, int], cs_l: bool,
@@ -214,6 +224,7 @@ class _Executor:
         regs, cs_bits = dict(start), code_bits(start["cr0"], start["efer"])
         blocks: list[GuestStep] = []
         cr3s = {start["cr3"]}
+        pae_roots = _pae_roots(start, set())
         for i, op in enumerate(ops):
             if op.name in _ENTERS and op.name != "smi":
                 kind = op.name if op.name in _GUEST_OPS else "mark"
@@ -221,9 +232,10 @@ class _Executor:
                 blocks.append(GuestStep(i, kind, op.get("value"), bits))
             regs = _predict(regs, op)
             cr3s.add(regs["cr3"])
+            pae_roots = _pae_roots(regs, pae_roots)
             if op.name == "set_sregs":
                 cs_bits = code_bits(regs["cr0"], regs["efer"])
-        self.layout = plan_layout(cr3s, len(build_program(blocks, 0).code))
+        self.layout = plan_layout(cr3s, len(build_program(blocks, 0).code), pae_roots)
         self.program = build_program(blocks, self.layout.code)
         mem = vm.add_memory(self.layout.mem_size)
         mem.write(self.layout.code, self.program.code)
@@ -404,4 +416,5 @@ def run_script(script: dict[str, Any], *, device: str = KVM_DEVICE) -> LiveResul
                 steps.append(res)
                 if res.status in ("unsupported", "refused"):
                     stopped = f"op {i} ({op.name}) was {res.status}"
-            return LiveResult(host, ex.features, smm, initial, steps, cpuid_diff(cpuid, held))
+            return LiveResult(host, ex.features, smm, initial, steps, cpuid_diff(cpuid, held),
+                              ex.phys)

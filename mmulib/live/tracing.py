@@ -357,7 +357,13 @@ class TraceSession:
         return {k: int(found.get(k, 0)) for k in _STAT_KEYS}
 
     def _drain_cpu(self, cpu: int) -> list[TraceEvent]:
-        """Every record in one CPU's buffer, consumed (the pid is not checked here)."""
+        """Every record in one CPU's buffer, consumed (the pid is not checked here).
+
+        Note, at most one buffer's worth of sub-buffers is read.  Everything recorded before
+        the drain started fits in that; more only comes when the reading itself is traced
+        (e.g. ``raw_syscalls`` for this thread: each ``read`` records an event, so the buffer
+        never runs dry and an unbounded loop would fill memory).
+        """
         assert self.path is not None
         size = self.page_size
         pages = []
@@ -365,7 +371,7 @@ class TraceSession:
             fd = os.open(self.path / "per_cpu" / f"cpu{cpu}" / "trace_pipe_raw",
                          os.O_RDONLY | os.O_NONBLOCK)
             try:
-                while True:
+                for _ in range(self._max_pages(size)):
                     try:
                         buf = os.read(fd, size)
                     except BlockingIOError:
@@ -387,6 +393,13 @@ class TraceSession:
                     events.append(TraceEvent(fmt.system, fmt.name, cpu, raw.ts,
                                              int(fields["common_pid"]), fields))
         return events
+
+    def _max_pages(self, page_size: int) -> int:
+        """Sub-buffers one CPU's buffer holds, plus the reader's own and one spare."""
+        text = self._read("buffer_size_kb")
+        found = re.search(r"expanded: (\d+)", text) or re.match(r"\s*(\d+)", text)
+        kb = int(found[1]) if found else 1408
+        return kb * 1024 // page_size + 2
 
     @property
     def page_size(self) -> int:
