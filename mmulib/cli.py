@@ -1,4 +1,5 @@
-"""``mmulib`` on the command line: eras, decode, roles (single or batch), sweep.
+"""``mmulib`` on the command line: eras, decode, roles (single or batch), sweep, replay, probe,
+doctor.
 
 Every invalid input exits with status 2 and one line on stderr naming the bad
 value and the rule; there are no tracebacks for user errors.
@@ -14,6 +15,7 @@ from typing import Any, NoReturn, TextIO
 
 from .eras import ERAS, UnknownReleaseError, resolve
 from .layouts import LayoutError
+from .live.command import add_arguments as _probe_arguments
 from .regs import InvalidStateError
 from .request import Request, RequestError, parse_int
 from .roles import Role, decode
@@ -93,6 +95,10 @@ def _build_parser() -> _Parser:
     rp.add_argument("script", metavar="SCRIPT.json")
     rp.add_argument("--kernel", default=None, help="override the script's kernel")
     rp.add_argument("--json", action="store_true")
+
+    pr = sub.add_parser("probe", help="run a replay script on this host's KVM and compare it "
+                        "with the model of this host")
+    _probe_arguments(pr)
 
     sub.add_parser("doctor", help="is this machine ready for the notebooks? (exit 1 if not)")
 
@@ -266,6 +272,12 @@ def _cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_probe(args: argparse.Namespace, out: TextIO) -> int:
+    from .live.command import run as probe_run
+
+    return probe_run(args, out)
+
+
 def _cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
     from .doctor import main as doctor_main
 
@@ -273,7 +285,7 @@ def _cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
 
 
 _COMMANDS = {"eras": _cmd_eras, "decode": _cmd_decode, "roles": _cmd_roles, "sweep": _cmd_sweep,
-             "replay": _cmd_replay, "doctor": _cmd_doctor}
+             "replay": _cmd_replay, "doctor": _cmd_doctor, "probe": _cmd_probe}
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
