@@ -31,16 +31,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from lab import serve_lab
 
 pytestmark = pytest.mark.browser
 
@@ -50,7 +48,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-START_TIMEOUT = 120  # seconds for JupyterLab to answer /api/status
 OPEN_TIMEOUT = 120_000  # ms: the first page load and kernel start can take a while
 RUN_TIMEOUT = 120_000  # ms for one notebook's cells (each takes well under 30 s)
 VIEWPORT = {"width": 1280, "height": 900}
@@ -124,12 +121,6 @@ def notebook_params() -> list:
     return params
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def api(base: str, path: str, method: str = "GET"):
     req = urllib.request.Request(f"{base}{path}", method=method)
     with urllib.request.urlopen(req, timeout=10) as resp:
@@ -144,54 +135,8 @@ def lab(tmp_path_factory) -> Iterator[str]:
     root = tmp / "root"
     shutil.copytree(NOTEBOOKS, root / "notebooks",
                     ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
-    settings = tmp / "settings"
-    for name, value in SETTINGS.items():
-        path = settings / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(value))
-    kernels = tmp / "jupyter" / "kernels" / "python3"
-    kernels.mkdir(parents=True)
-    (kernels / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (ipykernel)", "language": "python"}))
-    env = dict(os.environ, JUPYTER_PATH=str(tmp / "jupyter"),
-               JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
-               JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_PLATFORM_DIRS="1",
-               PYDEVD_DISABLE_FILE_VALIDATION="1")
-    port = free_port()
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
-           "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-           "--IdentityProvider.token=", "--ServerApp.password=",
-           "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={root}",
-           f"--LabServerApp.user_settings_dir={settings}",
-           f"--LabServerApp.workspaces_dir={tmp / 'workspaces'}",
-           "--LabApp.expose_app_in_browser=True"]
-    log_path = tmp / "lab.log"
-    log = log_path.open("w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                api(base, "/api/status")
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.flush()
-                    pytest.fail("JupyterLab did not start:\n" + log_path.read_text()[-3000:])
-                time.sleep(0.3)
+    with serve_lab(tmp, root, SETTINGS) as base:
         yield base
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # the server and the kernels it started
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -20,19 +20,14 @@ when Chromium or Graphviz is missing; ``make test`` installs both.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from lab import serve_lab
 
 pytestmark = [pytest.mark.browser, pytest.mark.needs_dot]
 
@@ -42,7 +37,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-START_TIMEOUT = 120  # seconds for JupyterLab to answer
 UI_TIMEOUT = 120_000  # milliseconds for the page, the kernel and the panel
 
 # Settings so that nothing covers the notebook and every cell stays in the DOM.
@@ -71,66 +65,14 @@ WATCH = """([button, view]) => {
 }"""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[str]:
     """A JupyterLab of our own, serving a copy of the panel notebook; yields its base URL."""
     root = tmp_path / "root"
     root.mkdir()
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
-    settings = tmp_path / "settings"
-    for name, value in SETTINGS.items():
-        path = settings / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(value))
-    kernels = tmp_path / "jupyter" / "kernels" / "python3"
-    kernels.mkdir(parents=True)
-    (kernels / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (ipykernel)", "language": "python"}))
-    env = dict(os.environ, JUPYTER_PATH=str(tmp_path / "jupyter"),
-               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
-               JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_PLATFORM_DIRS="1",
-               PYDEVD_DISABLE_FILE_VALIDATION="1")
-    port = free_port()
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
-           "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-           "--IdentityProvider.token=", "--ServerApp.password=",
-           "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={root}",
-           f"--LabServerApp.user_settings_dir={settings}",
-           f"--LabServerApp.workspaces_dir={tmp_path / 'workspaces'}",
-           "--LabApp.expose_app_in_browser=True"]
-    log = (tmp_path / "lab.log").open("w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/api/status", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.flush()
-                    pytest.fail("JupyterLab did not start:\n"
-                                + (tmp_path / "lab.log").read_text()[-3000:])
-                time.sleep(0.3)
+    with serve_lab(tmp_path, root, SETTINGS) as base:
         yield base
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # the server and the kernels it started
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
 
 
 def test_wp_switch_redraws_roles_keeps_roots_on_6_4_and_drops_them_on_5_17(
