@@ -18,9 +18,13 @@ skipping them, so a broken install step cannot hide behind a green run.
 from __future__ import annotations
 
 import functools
+import importlib.util
+import json
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +101,44 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"chromium: {chromium_problem() or CHROMIUM}",
         f"MMULIB_REQUIRE_TOOLS: {'yes' if _require_tools() else 'no'}",
     ]
+
+
+# --- fixtures shared by several test modules ----------------------------------------------------
+
+
+@pytest.fixture
+def this_python_kernel(tmp_path, monkeypatch) -> str:
+    """A ``python3`` kernel spec that runs ``sys.executable``, first on JUPYTER_PATH.
+
+    Notebook tests use it so the kernel is this interpreter (the .venv's python under
+    ``make test``), not whatever ``python3`` spec elsewhere on the machine points to.
+    """
+    spec_dir = tmp_path / "jupyter" / "kernels" / "python3"
+    spec_dir.mkdir(parents=True)
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "Python 3 (ipykernel)", "language": "python"}
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")  # silence jupyter_core's migration warning
+    monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # debugpy's frozen-modules note
+    return "python3"
+
+
+def load_docs_builder():
+    """scripts/build_docs.py as a module (scripts/ is not a package)."""
+    if "build_docs" not in sys.modules:
+        root = Path(__file__).resolve().parent.parent
+        spec = importlib.util.spec_from_file_location("build_docs",
+                                                      root / "scripts" / "build_docs.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["build_docs"] = module  # dataclasses look their module up while defining
+        spec.loader.exec_module(module)
+    return sys.modules["build_docs"]
+
+
+@pytest.fixture(scope="session")
+def built_site(tmp_path_factory) -> Path:
+    """The static docs site, built once per session for tests/test_docs.py and the browser test."""
+    out = tmp_path_factory.mktemp("site")
+    load_docs_builder().build(out, widget_js="local", log=lambda _: None)
+    return out

@@ -8,17 +8,16 @@ browser test (tests/browser/test_docs_pages.py) opens the same kind of site in C
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import re
-import sys
 import tarfile
 from html.parser import HTMLParser
 from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import load_docs_builder
 
 from mmulib.doctor import binder_url
 
@@ -27,28 +26,7 @@ NOTEBOOKS = ROOT / "notebooks"
 MINE = ("01-what-is-a-role.ipynb", "02-cpu-role-vs-root-role.ipynb")
 
 
-def _load_builder():
-    """scripts/build_docs.py as a module (scripts/ is not a package)."""
-    if "build_docs" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("build_docs",
-                                                      ROOT / "scripts" / "build_docs.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["build_docs"] = module  # dataclasses look their module up while defining
-        spec.loader.exec_module(module)
-    return sys.modules["build_docs"]
-
-
-def _built_site(tmp_path_factory) -> Path:
-    """Build the site once per test session: tests/test_docs.py and the browser test share it."""
-    builder = _load_builder()
-    if getattr(builder, "_site_built_for_tests", None) is None:
-        out = tmp_path_factory.mktemp("site")
-        builder.build(out, widget_js="local", log=lambda _: None)
-        builder._site_built_for_tests = out
-    return builder._site_built_for_tests
-
-
-build_docs = _load_builder()
+build_docs = load_docs_builder()
 
 
 class _Links(HTMLParser):
@@ -84,8 +62,8 @@ def _parse(text: str) -> _Links:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    out = _built_site(tmp_path_factory)
+def site(built_site):
+    out = built_site
     manifest = json.loads((out / "manifest.json").read_text())
     return out, [build_docs.Page(**p) for p in manifest["pages"]], manifest
 

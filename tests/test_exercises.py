@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import nbformat
@@ -170,20 +169,6 @@ def test_every_solution_file_belongs_to_an_exercise():
     used = {_solution_of(c).resolve() for p in _chapters()
             for c in _tagged(nbformat.read(p, as_version=4), "exercise-answer")}
     assert set(SOLUTIONS.glob("*.py")) <= used | {p.resolve() for p in SOLUTIONS.glob("__*")}
-
-
-@pytest.fixture
-def this_python_kernel(tmp_path, monkeypatch):
-    """A ``python3`` kernel spec that runs ``sys.executable`` (as in test_notebooks.py)."""
-    spec_dir = tmp_path / "jupyter" / "kernels" / "python3"
-    spec_dir.mkdir(parents=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "Python 3 (ipykernel)", "language": "python"}
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
-    monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-    return "python3"
 
 
 def _param(path: Path):

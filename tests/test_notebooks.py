@@ -14,7 +14,6 @@ A notebook that renders diagrams with Graphviz's ``dot`` says so in its metadata
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import nbformat
@@ -30,23 +29,6 @@ def _param(path: Path):
     meta = json.loads(path.read_text()).get("metadata", {}).get("mmulib", {})
     marks = [pytest.mark.needs_dot] if meta.get("needs_dot") else []
     return pytest.param(path, id=path.name, marks=marks)
-
-
-@pytest.fixture
-def this_python_kernel(tmp_path, monkeypatch):
-    """A ``python3`` kernel spec that runs ``sys.executable``, first on JUPYTER_PATH."""
-    spec_dir = tmp_path / "jupyter" / "kernels" / "python3"
-    spec_dir.mkdir(parents=True)
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (ipykernel)",
-        "language": "python",
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")  # silence jupyter_core's migration warning
-    monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # debugpy's frozen-modules note
-    return "python3"
 
 
 def test_there_are_notebooks():

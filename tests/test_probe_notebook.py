@@ -8,7 +8,6 @@ the path Binder and laptops without KVM take, and checks what the reader is told
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -20,20 +19,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CHAPTER = ROOT / "notebooks" / "08-check-your-kernel.ipynb"
 
 pytestmark = pytest.mark.needs_dot
-
-
-@pytest.fixture
-def this_python_kernel(tmp_path, monkeypatch):
-    """A ``python3`` kernel spec that runs ``sys.executable`` (as in test_notebooks.py)."""
-    spec_dir = tmp_path / "jupyter" / "kernels" / "python3"
-    spec_dir.mkdir(parents=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "Python 3 (ipykernel)", "language": "python"}
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
-    monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-    return "python3"
 
 
 def test_chapter_08_shows_the_recorded_run_without_kvm(this_python_kernel, monkeypatch):

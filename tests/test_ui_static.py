@@ -7,8 +7,6 @@ saved state carries the drawings, and an HTML export embeds them for the page's 
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import nbformat
@@ -20,23 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "10-control-panel.ipynb"
 
 
-@pytest.fixture
-def kernel_name(tmp_path, monkeypatch) -> str:
-    spec_dir = tmp_path / "jupyter" / "kernels" / "python3"
-    spec_dir.mkdir(parents=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "Python 3 (ipykernel)", "language": "python"}
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
-    monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-    return "python3"
-
-
 @pytest.mark.needs_dot
-def test_an_executed_panel_notebook_keeps_its_drawings(kernel_name: str) -> None:
+def test_an_executed_panel_notebook_keeps_its_drawings(this_python_kernel: str) -> None:
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(nb, timeout=120, kernel_name=kernel_name,
+    NotebookClient(nb, timeout=120, kernel_name=this_python_kernel,
                    resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
     state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     values = [m["state"].get("value", "") for m in state.values()

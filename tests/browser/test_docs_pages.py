@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import functools
 import http.server
-import importlib.util
 import json
 import os
-import sys
 import threading
 from pathlib import Path
 
@@ -41,30 +39,9 @@ STATIC_SVGS = """() => [...document.querySelectorAll('.jp-OutputArea-output svg'
     .filter(e => !e.closest('.jupyter-widgets, .widget-html-content')).length"""
 
 
-def _load_builder():
-    """scripts/build_docs.py as a module (scripts/ is not a package)."""
-    if "build_docs" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("build_docs",
-                                                      ROOT / "scripts" / "build_docs.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["build_docs"] = module  # dataclasses look their module up while defining
-        spec.loader.exec_module(module)
-    return sys.modules["build_docs"]
-
-
-def _built_site(tmp_path_factory) -> Path:
-    """Build the site once per test session: tests/test_docs.py and the browser test share it."""
-    builder = _load_builder()
-    if getattr(builder, "_site_built_for_tests", None) is None:
-        out = tmp_path_factory.mktemp("site")
-        builder.build(out, widget_js="local", log=lambda _: None)
-        builder._site_built_for_tests = out
-    return builder._site_built_for_tests
-
-
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    out = _built_site(tmp_path_factory)
+def site(built_site):
+    out = built_site
     return out, json.loads((out / "manifest.json").read_text())
 
 
