@@ -98,7 +98,15 @@ def rotate_always(root: RootInfo, prev: tuple[RootInfo, ...], usable: Usable,
     The pushed entry records ``current_pgd`` (4.19/4.20 read the CR3 *before*
     the write, ``get_cr3``), whatever the current root's own PGD was.
     """
-    cur = RootInfo(current_pgd, root.hpa)
+    return _rotate(RootInfo(current_pgd, root.hpa), prev, usable)
+
+
+def _rotate(cur: RootInfo, prev: tuple[RootInfo, ...], usable: Usable) -> Lookup:
+    """Swap ``cur`` through the slots, MRU first, until a usable root comes out.
+
+    ``C | 0 1 2 -> 0 | C 1 2 -> 1 | C 0 2 -> 2 | C 0 1``; on a miss the LRU entry is left in
+    ``root`` (and reported as ``evicted``) for the caller to free.
+    """
     slots = list(prev)
     for i in range(KVM_MMU_NUM_PREV_ROOTS):
         cur, slots[i] = slots[i], cur
@@ -111,13 +119,7 @@ def cached_root_available(root: RootInfo, prev: tuple[RootInfo, ...], usable: Us
     """5.10-5.17: a usable current root is a hit in place; otherwise rotate as in 4.19."""
     if usable(root):
         return Lookup(True, "current", root, tuple(prev), None)  # type: ignore[arg-type]
-    cur = root
-    slots = list(prev)
-    for i in range(KVM_MMU_NUM_PREV_ROOTS):
-        cur, slots[i] = slots[i], cur
-        if usable(cur):
-            return Lookup(True, i, cur, tuple(slots), None)  # type: ignore[arg-type]
-    return Lookup(False, None, cur, tuple(slots), cur)  # type: ignore[arg-type]
+    return _rotate(root, prev, usable)
 
 
 def cached_root_find_and_keep_current(root: RootInfo, prev: tuple[RootInfo, ...],
@@ -126,16 +128,11 @@ def cached_root_find_and_keep_current(root: RootInfo, prev: tuple[RootInfo, ...]
 
     Returned ``root`` on a miss is ``INVALID_ROOT`` (the caller sees it freed).
     """
-    if usable(root):
-        return Lookup(True, "current", root, tuple(prev), None)  # type: ignore[arg-type]
-    cur = root
-    slots = list(prev)
-    for i in range(KVM_MMU_NUM_PREV_ROOTS):
-        # C | 0 1 2 -> 0 | C 1 2 -> 1 | C 0 2 -> 2 | C 0 1
-        cur, slots[i] = slots[i], cur
-        if usable(cur):
-            return Lookup(True, i, cur, tuple(slots), None)  # type: ignore[arg-type]
-    return Lookup(False, None, RootInfo(cur.pgd, None), tuple(slots), cur)  # type: ignore[arg-type]
+    out = cached_root_available(root, prev, usable)
+    if out.hit:
+        return out
+    # The evicted LRU root is freed here, so mmu->root ends up invalid.
+    return Lookup(False, None, RootInfo(out.root.pgd, None), out.prev_roots, out.evicted)
 
 
 def cached_root_find_without_current(root: RootInfo, prev: tuple[RootInfo, ...],
