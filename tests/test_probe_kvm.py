@@ -20,7 +20,7 @@ import pytest
 from mmulib.live import LiveUnavailable, preflight
 from mmulib.live.builtins import builtin, builtin_names
 from mmulib.live.compare import AGREE, MISMATCH, NOT_PROBED, NOT_SUPPORTED, REFUSED, probe
-from mmulib.live.tracing import instance_pid, snapshot
+from mmulib.live.tracing import snapshot
 
 pytestmark = pytest.mark.kvm
 
@@ -40,18 +40,8 @@ def host():
 
 
 def tracefs_state(*pids: int) -> dict[str, str]:
-    """What a probe must leave alone (mount, instances, every buffer's event enables, pid
-    filter, switch, size, clock), without the instances of processes other than ``pids``
-    (concurrent test runs may have theirs)."""
-    keep = {}
-    for key, value in snapshot().items():
-        if key == "instances":
-            value = "\n".join(n for n in value.split("\n")
-                              if instance_pid(n) is None or instance_pid(n) in pids)
-        elif instance_pid(key.split("/")[0]) not in (None, *pids):
-            continue
-        keep[key] = value
-    return keep
+    """tracefs as a probe must leave it, without other processes' instances."""
+    return snapshot(pids)
 
 
 @pytest.mark.parametrize("name", builtin_names())

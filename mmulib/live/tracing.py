@@ -36,7 +36,7 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,14 +149,21 @@ def clean_stale_instances(root: str) -> list[str]:
     return removed
 
 
-def snapshot() -> dict[str, str]:
+def snapshot(pids: Iterable[int] | None = None) -> dict[str, str]:
     """What a session must leave as it found it: whether tracefs is mounted, the instances,
-    and each buffer's event enables, pid filter, tracing switch and size."""
+    and each buffer's event enables, pid filter, tracing switch and size.
+
+    With ``pids``, the ``mmulib-<pid>-*`` instances of other processes (a concurrent run's
+    probes) are left out, so two runs on one machine do not see each other.
+    """
     root = find_tracefs()
     if root is None:
         return {"mounted": "no"}
-    out = {"mounted": root, "instances": "\n".join(sorted(os.listdir(Path(root, "instances"))))}
-    for buf in [Path(root)] + sorted(Path(root, "instances").iterdir()):
+    keep = None if pids is None else set(pids)
+    names = [n for n in sorted(os.listdir(Path(root, "instances")))
+             if keep is None or instance_pid(n) is None or instance_pid(n) in keep]
+    out = {"mounted": root, "instances": "\n".join(names)}
+    for buf in [Path(root)] + [Path(root, "instances", n) for n in names]:
         for name in ("set_event", "set_event_pid", "tracing_on", "buffer_size_kb", "trace_clock"):
             try:
                 out[f"{buf.name}/{name}"] = (buf / name).read_text()
